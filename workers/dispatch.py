@@ -1,0 +1,72 @@
+"""Dispatchers: where grouped expert calls run.
+
+The executor hands a dispatcher ``{model: [requests]}``; the dispatcher runs each model's requests
+as ONE batch (Symbolic-MoE's batched inference: every model loaded once, one call per model) and
+returns completions keyed by request key. :class:`LocalDispatcher` runs in-process on a
+:class:`~workers.pool.ModelPool`; the Celery dispatcher (``workers.celery_dispatch``) sends each
+group to that model's queue.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol, runtime_checkable
+
+from tqdm.auto import tqdm
+
+from orchestrator.types import Completion, GenerationRequest
+from workers.pool import ModelPool
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Dispatcher(Protocol):
+    """Runs grouped generation requests; one batch per model."""
+
+    def run_batches(
+        self, groups: dict[str, list[GenerationRequest]], *, label: str = "experts", progress: bool = False
+    ) -> dict[str, Completion]: ...
+
+    def model_loads(self) -> dict[str, int]: ...
+
+    def close(self) -> None: ...
+
+
+def group_by_model(requests: list[GenerationRequest]) -> dict[str, list[GenerationRequest]]:
+    """Group requests per model, keeping first-seen model order and request order."""
+    groups: dict[str, list[GenerationRequest]] = {}
+    for req in requests:
+        groups.setdefault(req.model, []).append(req)
+    return groups
+
+
+class LocalDispatcher:
+    """In-process: each model's group is one ``generate`` call on its pooled engine.
+
+    Models that are already resident go first, so a run never reloads what it still holds.
+    """
+
+    def __init__(self, pool: ModelPool) -> None:
+        self.pool = pool
+
+    def run_batches(
+        self, groups: dict[str, list[GenerationRequest]], *, label: str = "experts", progress: bool = False
+    ) -> dict[str, Completion]:
+        resident = set(self.pool.resident())
+        order = sorted(groups, key=lambda m: (m not in resident, list(groups).index(m)))
+        out: dict[str, Completion] = {}
+        bar = tqdm(total=sum(len(g) for g in groups.values()), desc=label, unit="prompt", disable=not progress)
+        with bar:
+            for model in order:
+                bar.set_postfix_str(model)
+                for comp in self.pool.generate(model, groups[model]):
+                    out[comp.key] = comp
+                bar.update(len(groups[model]))
+        return out
+
+    def model_loads(self) -> dict[str, int]:
+        return dict(self.pool.loads)
+
+    def close(self) -> None:
+        self.pool.release_all()
