@@ -1,0 +1,3 @@
+"""Imports every built-in router module so each registers itself in ``ROUTERS``."""
+
+from routers import keyword  # noqa: F401
