@@ -1,0 +1,78 @@
+"""Answer extraction and grading: a table of real-looking completions per answer type."""
+
+import pytest
+
+from orchestrator.errors import InputError
+from skills.grading import detect_answer_type, extract_answer, format_choices, is_correct, normalize_gold
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize(
+    ("text", "answer_type", "expected"),
+    [
+        ("The answer is (b).", "choice", "B"),
+        ("B. Paris is the capital.", "choice", "B"),
+        ("Let me think.\nAnswer: C", "choice", "C"),
+        ("Reasoning...\nD\n", "choice", "D"),
+        ("The correct option is A because ...", "choice", "A"),
+        ("First (A) looks right, but the answer is (C).", "choice", "C"),
+        ("\\boxed{E}", "choice", "E"),
+        ("the answer is a cat", "choice", None),
+        ("no letter here", "choice", None),
+        ("3 + 4 = 7 apples.\n#### 7", "number", "7"),
+        ("She has 1,200 dollars. Answer: $1,200.", "number", "1200"),
+        ("so it costs 3.50 each", "number", "3.5"),
+        ("The answer is 12. Then 5 more were sold.", "number", "12"),
+        ("we get \\boxed{-4}", "number", "-4"),
+        ("2 apples plus 3 apples is 5 apples", "number", "5"),
+        ("nothing numeric", "number", None),
+        ("so $x = \\boxed{\\dfrac{1}{2}}$", "boxed", "\\frac{1}{2}"),
+        ("\\boxed{\\frac12}", "boxed", "\\frac{1}{2}"),
+        ("\\boxed{x = 5}", "boxed", "5"),
+        ("\\boxed{90^\\circ}", "boxed", "90"),
+        ("\\boxed{\\left( 1, 2 \\right)}", "boxed", "(1,2)"),
+        ("Final answer: \\sqrt2", "boxed", "\\sqrt{2}"),
+        ("", "boxed", None),
+    ],
+)
+def test_extract_answer_table(text, answer_type, expected):
+    assert extract_answer(text, answer_type) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "gold", "answer_type", "correct"),
+    [
+        ("The answer is (b).", 1, "choice", True),
+        ("The answer is (b).", "B", "choice", True),
+        ("The answer is (b).", 0, "choice", False),
+        ("Answer: 1200", "1,200", "number", True),
+        ("Answer: 1200.0", "1200", "number", True),
+        ("Answer: 1201", "1200", "number", False),
+        ("\\boxed{\\frac{1}{2}}", "0.5", "boxed", True),
+        ("\\boxed{1/2}", "\\frac{1}{2}", "boxed", True),
+        ("\\boxed{\\frac{1}{3}}", "\\frac{1}{2}", "boxed", False),
+        ("I cannot tell", "A", "choice", False),
+    ],
+)
+def test_is_correct_table(text, gold, answer_type, correct):
+    assert is_correct(text, gold, answer_type) is correct
+
+
+def test_choice_text_quoted_instead_of_letter_counts_with_choices():
+    assert is_correct("It is the mitochondria.", "C", "choice", choices=["nucleus", "ribosome", "mitochondria"])
+
+
+def test_unknown_answer_type_and_bad_gold_raise_with_hint():
+    with pytest.raises(InputError, match="unknown answer_type 'essay'.*use one of"):
+        extract_answer("x", "essay")
+    with pytest.raises(InputError, match="not a choice letter"):
+        normalize_gold("Paris", "choice")
+    with pytest.raises(InputError, match="out of range"):
+        normalize_gold(12, "choice")
+
+
+def test_detect_answer_type():
+    assert detect_answer_type(format_choices("Which is a fruit?", ["apple", "car"])) == "choice"
+    assert detect_answer_type("Compute $\\frac{1}{2} + 1$.") == "boxed"
+    assert detect_answer_type("Tom has 3 apples and buys 4 more. How many?") == "number"
