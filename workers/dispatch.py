@@ -70,3 +70,19 @@ class LocalDispatcher:
 
     def close(self) -> None:
         self.pool.release_all()
+
+
+EXECUTORS = ("local", "celery")
+
+
+def make_dispatcher(executor: str, registry, *, pool: ModelPool | None = None) -> Dispatcher:
+    """The dispatcher for ``executor``: ``local`` (in-process pool) or ``celery`` (worker fleet)."""
+    if executor == "local":
+        return LocalDispatcher(pool or ModelPool(registry.models))
+    if executor == "celery":
+        from workers.celery_dispatch import CeleryDispatcher
+
+        return CeleryDispatcher.from_env(registry)
+    from orchestrator.errors import UnknownNameError
+
+    raise UnknownNameError("executor", executor, list(EXECUTORS))

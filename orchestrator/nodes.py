@@ -1,0 +1,158 @@
+"""Node types a pipeline may use, registered by name in :data:`NODE_TYPES` (the YAML allowlist).
+
+Every node works on a whole run at once: each port carries one value per question, in question
+order. That is what lets the ``experts`` node send every model ONE batch.
+
+Port types: ``questions`` (Question), ``decisions`` (RoutingDecision), ``answers``
+(list[ExpertAnswer]), ``final`` (Aggregated).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from orchestrator.context import RunContext
+from orchestrator.errors import ConfigError, PipelineValidationError
+from orchestrator.prompts import expert_request
+from orchestrator.registry import Registry
+from orchestrator.types import ExpertAnswer, GenerationRequest, Question, Sampling
+
+NODE_TYPES: Registry[type] = Registry("node type", "expertmix.nodes")
+
+
+class Node:
+    """Base of node types: declare typed ``inputs``/``outputs``; implement ``run``."""
+
+    type_name: ClassVar[str] = ""
+    inputs: ClassVar[dict[str, str]] = {}
+    outputs: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def warm_up(self, ctx: RunContext) -> None:
+        """Load anything heavy (embedding models, classifiers). Engines load lazily in the pool."""
+
+    def run(self, ctx: RunContext, **inputs: list[Any]) -> dict[str, list[Any]]:
+        raise NotImplementedError
+
+
+@NODE_TYPES.register("input")
+class InputNode(Node):
+    """The run's questions enter here (the executor feeds ``questions``)."""
+
+    type_name = "input"
+    outputs = {"questions": "questions"}
+
+    def run(self, ctx: RunContext, **inputs: list[Any]) -> dict[str, list[Any]]:
+        raise RuntimeError("the executor feeds the input node")
+
+
+@NODE_TYPES.register("output")
+class OutputNode(Node):
+    """The run's final answers leave here."""
+
+    type_name = "output"
+    inputs = {"final": "final"}
+
+    def run(self, ctx: RunContext, **inputs: list[Any]) -> dict[str, list[Any]]:
+        return {}
+
+
+@NODE_TYPES.register("router")
+class RouterNode(Node):
+    """Picks experts per question. ``router`` names a registered router; other params go to it
+    (``k`` is the fan-out width)."""
+
+    type_name = "router"
+    inputs = {"questions": "questions"}
+    outputs = {"decisions": "decisions"}
+
+    def __init__(self, name: str, router: str = "keyword", **params: Any) -> None:
+        super().__init__(name)
+        from routers.base import make_router
+
+        self.router_name = router
+        try:
+            self.router = make_router(router, **params)
+        except TypeError as exc:
+            raise PipelineValidationError(f"node {name!r}: bad params for router {router!r}: {exc}",
+                                          hint="check the router's settings in docs/routers.md") from None
+
+    def warm_up(self, ctx: RunContext) -> None:
+        self.router.warm_up(ctx)
+
+    def run(self, ctx: RunContext, *, questions: list[Question]) -> dict[str, list[Any]]:
+        decisions = self.router.route(questions, ctx)
+        if len(decisions) != len(questions):
+            raise ConfigError(f"router {self.router_name!r} returned {len(decisions)} decisions for {len(questions)} questions")
+        return {"decisions": decisions}
+
+
+@NODE_TYPES.register("experts")
+class ExpertsNode(Node):
+    """Fan-out: every chosen expert answers its question. All calls of the run are grouped per model
+    and each model gets one batch (``max_tokens`` optionally overrides every expert's limit)."""
+
+    type_name = "experts"
+    inputs = {"questions": "questions", "decisions": "decisions"}
+    outputs = {"answers": "answers"}
+
+    def __init__(self, name: str, max_tokens: int | None = None) -> None:
+        super().__init__(name)
+        if max_tokens is not None and max_tokens < 1:
+            raise PipelineValidationError(f"node {name!r}: max_tokens must be >= 1", hint="remove it or set a positive number")
+        self.max_tokens = max_tokens
+
+    def run(self, ctx: RunContext, *, questions: list[Question], decisions: list[Any]) -> dict[str, list[Any]]:
+        from workers.dispatch import group_by_model
+
+        plan: list[list[tuple[str, float, GenerationRequest]]] = []
+        for q, d in zip(questions, decisions):
+            scores: dict[str, float] = {}
+            for choice in d.experts:  # a repeated draw adds weight, not a second identical call
+                scores[choice.name] = scores.get(choice.name, 0.0) + choice.score
+            plan.append([(e, s, self._request(ctx, q, e)) for e, s in scores.items()])
+        requests = [r for per_q in plan for _, _, r in per_q]
+        done = ctx.dispatcher.run_batches(group_by_model(requests), label=self.name, progress=ctx.progress)
+        answers = [
+            [ExpertAnswer(expert=e, model=r.model, text=done[r.key].text, score=s,
+                          completion_tokens=done[r.key].completion_tokens) for e, s, r in per_q]
+            for per_q in plan
+        ]
+        return {"answers": answers}
+
+    def _request(self, ctx: RunContext, q: Question, expert_name: str) -> GenerationRequest:
+        expert = ctx.registry.expert(expert_name)
+        sampling: Sampling = expert.sampling
+        if self.max_tokens is not None:
+            sampling = sampling.model_copy(update={"max_tokens": self.max_tokens})
+        return expert_request(ctx.key(q.id, "expert", expert_name), expert, ctx.registry.model(expert.model),
+                              q.text, sampling=sampling)
+
+
+@NODE_TYPES.register("aggregator")
+class AggregatorNode(Node):
+    """Fan-in: fuses each question's expert answers into one. ``aggregator`` names the merge rule
+    (``synthesis``, ``vote``, ...); other params go to it."""
+
+    type_name = "aggregator"
+    inputs = {"questions": "questions", "answers": "answers"}
+    outputs = {"final": "final"}
+
+    def __init__(self, name: str, aggregator: str = "synthesis", **params: Any) -> None:
+        super().__init__(name)
+        from aggregators.base import make_aggregator
+
+        self.aggregator_name = aggregator
+        try:
+            self.aggregator = make_aggregator(aggregator, **params)
+        except TypeError as exc:
+            raise PipelineValidationError(f"node {name!r}: bad params for aggregator {aggregator!r}: {exc}",
+                                          hint="check the aggregator's settings in docs/aggregators.md") from None
+
+    def run(self, ctx: RunContext, *, questions: list[Question], answers: list[list[ExpertAnswer]]) -> dict[str, list[Any]]:
+        from aggregators.base import AggregationItem
+
+        items = [AggregationItem(question=q, answers=a) for q, a in zip(questions, answers)]
+        return {"final": self.aggregator.aggregate(items, ctx)}
