@@ -99,8 +99,10 @@ class Pipeline:
             raise PipelineValidationError(exc.message, hint=exc.hint) from None
         try:
             return cls(name=name, **data["params"])
-        except ConfigError:
+        except PipelineValidationError:
             raise
+        except ConfigError as exc:  # e.g. an unknown router name inside the node's params
+            raise PipelineValidationError(f"pipeline {self.name!r}, node {name!r}: {exc.message}", hint=exc.hint) from None
         except TypeError as exc:
             raise PipelineValidationError(f"pipeline {self.name!r}, node {name!r}: bad params: {exc}",
                                           hint=f"see the params of node type {data['type']!r}") from None
