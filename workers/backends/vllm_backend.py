@@ -1,0 +1,210 @@
+"""In-process vLLM engine (``vllm.LLM``) serving one local model; registered as backend ``vllm``.
+
+One ``generate`` call runs the whole batch through one engine call (``llm.chat`` for chat models,
+``llm.generate`` with completion-style text for base models), each request with its own sampling
+parameters. vLLM is imported in :meth:`VllmBackend.load`, never at module import.
+
+Settings come from environment variables so a deployment tunes them without code:
+
+- ``EXPERTMIX_VLLM_KV_CACHE_MIB`` (default 256): KV-cache size; always set, or vLLM sizes it from
+  0.9 of the machine's memory.
+- ``EXPERTMIX_VLLM_DTYPE``: default ``float32`` on CPU (bf16 is several times slower on AVX2) and
+  ``bfloat16`` on a GPU.
+- ``EXPERTMIX_VLLM_GPU_MEMORY_UTILIZATION`` (default 0.3): GPU only.
+- ``EXPERTMIX_VLLM_ENFORCE_EAGER``: default ``1`` on CPU, ``0`` on a GPU.
+
+Example::
+
+    >>> from orchestrator.config import ExpertRegistry
+    >>> backend = VllmBackend(ExpertRegistry.default().model("smollm2-135m"))
+    >>> backend.loaded
+    False
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import time
+from typing import Any
+
+from pydantic import BaseModel
+
+from orchestrator.config import ModelSpec
+from orchestrator.errors import BackendError, ConfigError, ModelNotFoundError
+from orchestrator.types import Completion, GenerationRequest, Sampling
+from workers.backends.base import BACKENDS
+from workers.backends.prompting import completion_text, conversation
+
+log = logging.getLogger(__name__)
+
+# Set before vllm is imported: in-process engine core (no worker subprocess), all cores usable,
+# never reach for a model hub.
+ENGINE_ENV = {
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+    "HF_HUB_OFFLINE": "1",
+}
+
+
+class VllmSettings(BaseModel):
+    """Engine settings; :meth:`from_env` fills them for this machine (CPU or GPU)."""
+
+    dtype: str = "float32"
+    enforce_eager: bool = True
+    kv_cache_memory_bytes: int = 256 << 20
+    gpu_memory_utilization: float | None = None
+    seed: int = 0
+
+    @classmethod
+    def from_env(cls, *, gpu: bool | None = None) -> "VllmSettings":
+        """Defaults for this machine, overridden by ``EXPERTMIX_VLLM_*`` variables."""
+        gpu = _has_gpu() if gpu is None else gpu
+        return cls(
+            dtype=os.environ.get("EXPERTMIX_VLLM_DTYPE", "bfloat16" if gpu else "float32"),
+            enforce_eager=_env_flag("EXPERTMIX_VLLM_ENFORCE_EAGER", not gpu),
+            kv_cache_memory_bytes=int(_env_number("EXPERTMIX_VLLM_KV_CACHE_MIB", 256) * (1 << 20)),
+            gpu_memory_utilization=_env_number("EXPERTMIX_VLLM_GPU_MEMORY_UTILIZATION", 0.3) if gpu else None,
+        )
+
+
+@BACKENDS.register("vllm")
+class VllmBackend:
+    """One local model in an in-process vLLM engine. ``load`` starts it, ``unload`` frees it."""
+
+    def __init__(self, spec: ModelSpec, settings: VllmSettings | None = None) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.load_seconds = 0.0
+        self._llm: Any = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._llm is not None
+
+    def load(self) -> None:
+        """Start the engine (about 7-35 s on CPU for the small models); a no-op when loaded."""
+        if self._llm is not None:
+            return
+        folder = self.spec.resolved_path()
+        if not (folder / "config.json").is_file():
+            raise ModelNotFoundError(
+                f"model {self.spec.name!r}: no model folder at {folder}",
+                hint="run `expertmix setup-models` (or fix `path:` in the expert registry)",
+            )
+        for key, value in ENGINE_ENV.items():
+            os.environ.setdefault(key, value)
+        settings = self.settings or VllmSettings.from_env()
+        t0 = time.perf_counter()
+        from vllm import LLM
+
+        kwargs: dict[str, Any] = dict(
+            model=str(folder),
+            dtype=settings.dtype,
+            enforce_eager=settings.enforce_eager,
+            max_model_len=self.spec.max_model_len,
+            distributed_executor_backend="uni",
+            kv_cache_memory_bytes=settings.kv_cache_memory_bytes,
+            seed=settings.seed,
+        )
+        if settings.gpu_memory_utilization is not None:
+            kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization
+        try:
+            self._llm = LLM(**kwargs)
+        except Exception as exc:  # vLLM raises many types; the user needs the model and the cause
+            raise BackendError(
+                f"model {self.spec.name!r}: vLLM failed to start on {folder}: {type(exc).__name__}: {exc}",
+                hint="check the folder (re-run `expertmix setup-models`) and EXPERTMIX_VLLM_* settings",
+            ) from exc
+        self.load_seconds = time.perf_counter() - t0
+        log.info("vllm engine for %s started in %.1fs", self.spec.name, self.load_seconds)
+
+    def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
+        """All ``requests`` in one engine call; completions in request order."""
+        if not requests:
+            return []
+        if self._llm is None:
+            raise BackendError(f"model {self.spec.name!r} is not loaded", hint="call load() before generate()")
+        params = [to_sampling_params(r.sampling) for r in requests]
+        inputs = [conversation(r) if self.spec.chat else completion_text(r) for r in requests]
+        t0 = time.perf_counter()
+        try:
+            if self.spec.chat:
+                outputs = self._llm.chat(inputs, params, use_tqdm=False)
+            else:
+                outputs = self._llm.generate(inputs, params, use_tqdm=False)
+        except Exception as exc:
+            raise BackendError(
+                f"model {self.spec.name!r}: generation of {len(requests)} requests failed: {type(exc).__name__}: {exc}",
+                hint="check prompt lengths against max_model_len and the sampling settings",
+            ) from exc
+        share = (time.perf_counter() - t0) / len(requests)
+        return [_completion(req, out, self.spec.name, share) for req, out in zip(requests, outputs)]
+
+    def unload(self) -> None:
+        """Shut the engine down and give its memory back (RSS drops by the engine's size)."""
+        llm, self._llm = self._llm, None
+        if llm is None:
+            return
+        try:
+            llm.llm_engine.engine_core.shutdown()  # also undoes vLLM's gc.freeze() of the weights
+        except Exception as exc:  # freeing must go on even if a teardown step fails
+            log.warning("vllm shutdown of %s raised %s; continuing to free memory", self.spec.name, exc)
+        del llm
+        gc.collect()
+        if _has_gpu():
+            import torch
+
+            torch.cuda.empty_cache()
+
+
+def to_sampling_params(sampling: Sampling) -> Any:
+    """Our :class:`Sampling` -> ``vllm.SamplingParams``."""
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        n=sampling.n,
+        temperature=sampling.temperature,
+        top_p=sampling.top_p,
+        max_tokens=sampling.max_tokens,
+        seed=sampling.seed,
+        stop=list(sampling.stop) or None,
+    )
+
+
+def _completion(request: GenerationRequest, output: Any, model: str, latency: float) -> Completion:
+    texts = [o.text for o in output.outputs]
+    return Completion(
+        key=request.key,
+        model=model,
+        text=texts[0] if texts else "",
+        texts=texts,
+        prompt_tokens=len(output.prompt_token_ids or []),
+        completion_tokens=sum(len(o.token_ids) for o in output.outputs),
+        latency_s=latency,
+        finish_reason=output.outputs[0].finish_reason if output.outputs else None,
+    )
+
+
+def _has_gpu() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    return default if raw is None else raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number", hint=f"unset it or give a number (default {default})") from None
