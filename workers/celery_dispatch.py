@@ -1,0 +1,209 @@
+"""Run grouped expert calls on the Celery fleet (``--executor celery``).
+
+For each model, the dispatcher records the requests under their run, appends those without an
+answer yet to the model's pending list, and sends ``ceil(n / max_batch)`` batch tasks to the
+model's queue; workers coalesce pending requests (of this and concurrent runs) into batches. It
+then waits for every key's answer in Redis. It fails fast when a model has no live worker, and
+gives up when a model's workers stay gone for ``no_worker_grace_s`` or a batch fails for good:
+the run's finished answers stay stored, so ``expertmix jobs resume RUN`` (or running again with
+the same run id) only redoes what is missing.
+
+Example::
+
+    from orchestrator.config import ExpertRegistry
+    from workers.celery_dispatch import CeleryDispatcher
+
+    dispatcher = CeleryDispatcher.from_env(ExpertRegistry.default())   # EXPERTMIX_REDIS_URL
+    completions = dispatcher.run_batches({"smollm2-135m": requests})
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any, Callable
+
+from tqdm.auto import tqdm
+
+from orchestrator.config import ExpertRegistry
+from orchestrator.errors import DispatchError
+from orchestrator.types import Completion, GenerationRequest
+from workers.fleet import live_workers, require_live, worker_info
+from workers.settings import FleetSettings
+from workers.store import FleetStore
+
+log = logging.getLogger(__name__)
+
+
+class CeleryDispatcher:
+    """A :class:`~workers.dispatch.Dispatcher` that sends each model's group to its queue."""
+
+    def __init__(
+        self,
+        registry: ExpertRegistry | None,
+        settings: FleetSettings,
+        store: FleetStore,
+        *,
+        send: Callable[[str], Any] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.store = store
+        self._send = send  # sends one batch task for a model; default: the Celery task
+        self._models_used: set[str] = set()
+
+    @classmethod
+    def from_env(cls, registry: ExpertRegistry | None = None) -> "CeleryDispatcher":
+        """Connect with ``EXPERTMIX_*`` settings; raises :class:`DispatchError` if Redis is down."""
+        from workers.celery_app import configure
+
+        settings = FleetSettings.from_env()
+        store = FleetStore.from_url(settings.redis_url, ttl_s=settings.result_ttl_s)
+        store.ping(settings.redis_url)
+        configure(settings)
+        return cls(registry, settings, store)
+
+    # ---- Dispatcher protocol -----------------------------------------------------------
+    def run_batches(
+        self, groups: dict[str, list[GenerationRequest]], *, label: str = "experts", progress: bool = False
+    ) -> dict[str, Completion]:
+        """Answers for every request of ``groups``, keyed by request key."""
+        groups = {m: g for m, g in groups.items() if g}
+        if not groups:
+            return {}
+        self._check_models(list(groups))
+        require_live(self.store, list(groups), ttl_s=self.settings.worker_ttl_s)
+        self.submit(groups)
+        return self.wait(groups, label=label, progress=progress)
+
+    def model_loads(self) -> dict[str, int]:
+        """Loads the live workers serving this dispatcher's models did (they load once, at start)."""
+        out: dict[str, int] = {}
+        for model in sorted(self._models_used):
+            for wid in live_workers(self.store, model, ttl_s=self.settings.worker_ttl_s):
+                loads = worker_info(self.store, wid).get("loads") or {}
+                out[model] = out.get(model, 0) + int(loads.get(model, 0))
+        return out
+
+    def close(self) -> None:
+        try:
+            self.store.r.close()
+        except Exception as exc:  # closing a dead connection must not mask the run's own outcome
+            log.debug("closing the Redis connection failed: %s", exc)
+
+    # ---- steps ----------------------------------------------------------------------------
+    def submit(self, groups: dict[str, list[GenerationRequest]]) -> dict[str, int]:
+        """Record and enqueue the requests that have no answer yet; returns how many per model."""
+        send = self._send or _celery_send
+        all_reqs = [q for g in groups.values() for q in g]
+        self.store.record_requests(all_reqs)
+        sent: dict[str, int] = {}
+        for model, reqs in groups.items():
+            self._models_used.add(model)
+            todo = self._unanswered(reqs)
+            self.store.clear_errors_for(todo)
+            self.store.enqueue(model, todo)
+            for _ in range(math.ceil(len(todo) / self.settings.max_batch)):
+                send(model)
+            sent[model] = len(todo)
+        log.info("submitted %s", ", ".join(f"{m}: {n}" for m, n in sent.items()))
+        return sent
+
+    def wait(
+        self, groups: dict[str, list[GenerationRequest]], *, label: str = "experts", progress: bool = False
+    ) -> dict[str, Completion]:
+        """Poll Redis until every request has an answer; raise on failures or a fleet that is gone."""
+        model_of = {q.key: m for m, g in groups.items() for q in g}
+        outstanding = set(model_of)
+        out: dict[str, Completion] = {}
+        deadline = time.monotonic() + self.settings.result_timeout_s
+        watch = _LivenessWatch(self.store, self.settings)
+        with tqdm(total=len(model_of), desc=label, unit="prompt", disable=not progress) as bar:
+            while outstanding:
+                got = self._fetch(outstanding)
+                out.update(got)
+                outstanding -= set(got)
+                bar.update(len(got))
+                if not outstanding:
+                    break
+                self._raise_failures(outstanding)
+                watch.check({model_of[k] for k in outstanding}, run=_runs(outstanding))
+                if time.monotonic() > deadline:
+                    raise DispatchError(
+                        f"{len(outstanding)} request(s) still unanswered after {self.settings.result_timeout_s:.0f}s",
+                        hint=f"inspect with `expertmix jobs show {_runs(outstanding)}`; "
+                        "raise EXPERTMIX_RESULT_TIMEOUT_S for long runs",
+                    )
+                time.sleep(self.settings.poll_s)
+        return out
+
+    # ---- internals ------------------------------------------------------------------------
+    def _check_models(self, models: list[str]) -> None:
+        if self.registry is not None:
+            for model in models:
+                self.registry.model(model)  # UnknownNameError with the valid choices
+
+    def _unanswered(self, reqs: list[GenerationRequest]) -> list[GenerationRequest]:
+        done = self._fetch({q.key for q in reqs})
+        return [q for q in reqs if q.key not in done]
+
+    def _fetch(self, keys: set[str]) -> dict[str, Completion]:
+        out: dict[str, Completion] = {}
+        for run, run_keys in _group_runs(keys).items():
+            out.update(self.store.results(run, run_keys))
+        return out
+
+    def _raise_failures(self, keys: set[str]) -> None:
+        for run, run_keys in _group_runs(keys).items():
+            errors = self.store.errors(run, run_keys)
+            if errors:
+                key, why = next(iter(sorted(errors.items())))
+                raise DispatchError(
+                    f"{len(errors)} request(s) of run {run} failed for good, e.g. {key}: {why}",
+                    hint=f"see `expertmix jobs failed`; fix the cause, then `expertmix jobs resume {run}`",
+                )
+
+
+class _LivenessWatch:
+    """Tracks how long each model has had no live worker while a dispatcher waits."""
+
+    def __init__(self, store: FleetStore, settings: FleetSettings) -> None:
+        self.store, self.settings = store, settings
+        self.gone_since: dict[str, float] = {}
+        self.next_check = 0.0
+
+    def check(self, models: set[str], *, run: str) -> None:
+        now = time.monotonic()
+        if now < self.next_check:
+            return
+        self.next_check = now + min(1.0, self.settings.heartbeat_s)
+        for model in sorted(models):
+            if live_workers(self.store, model, ttl_s=self.settings.worker_ttl_s):
+                self.gone_since.pop(model, None)
+                continue
+            since = self.gone_since.setdefault(model, now)
+            if since == now:
+                log.warning("no live worker for %s; waiting up to %.0fs for one", model, self.settings.no_worker_grace_s)
+            if now - since > self.settings.no_worker_grace_s:
+                raise DispatchError(
+                    f"no live worker for model {model} for {now - since:.0f}s; its requests of run {run} wait in Redis",
+                    hint=f"start `expertmix worker --models {model}`, then `expertmix jobs resume {run}`",
+                )
+
+
+def _celery_send(model: str) -> str:
+    from workers.tasks import send_batch_task
+
+    return send_batch_task(model)
+
+
+def _group_runs(keys: Any) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for key in sorted(keys):
+        out.setdefault(FleetStore.run_of(key), []).append(key)
+    return out
+
+
+def _runs(keys: set[str]) -> str:
+    return ",".join(sorted(_group_runs(keys)))
