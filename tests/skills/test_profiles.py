@@ -131,3 +131,22 @@ def test_aggregator_choice_picks_the_model_that_synthesises_best(tmp_path):
     assert json.loads((tmp_path / "aggregator.json").read_text())["model"] == "m1"
     synth = [r for fake in fleet.made for b in fake.batches for r in b if "/aggregator/" in r.key]
     assert "synthesize these responses" in synth[0].messages[0]["content"]
+
+
+def test_offline_router_evaluation_on_a_synthetic_table():
+    from routers.skill import SkillRouter
+    from skills.profile_eval import evaluate_router, split_ids
+    from tests.fakes import FakeDispatcher
+    from tests.skills.fake_fleet import fake_registry
+    from orchestrator.context import RunContext
+
+    # alpha is right on algebra, beta on history, gamma never: routing should beat a random pick
+    rows = [{"id": f"{topic}{i}", "expert": e, "keywords": [topic],
+             "correct": (e, topic) in {("alpha", "algebra"), ("beta", "history")}}
+            for i in range(30) for topic in ("algebra", "history") for e in ("alpha", "beta", "gamma")]
+    train, test = split_ids(rows, holdout=0.3)
+    assert not set(train) & set(test) and 10 <= len(test) <= 30
+    ctx = RunContext(registry=fake_registry(), dispatcher=FakeDispatcher())
+    report = evaluate_router(SkillRouter(), rows, ctx, map_keywords=False)
+    assert report["routed"] == 1.0 and report["random"] == pytest.approx(1 / 3, abs=1e-3)
+    assert report["oracle"] == 1.0
