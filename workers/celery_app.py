@@ -34,6 +34,8 @@ def configure(settings: FleetSettings) -> Celery:
         "unacked_restore_interval": settings.restore_interval_s,
         "unacked_restore_throttle": 1,
     }
+    if app.conf.broker_url and app.conf.broker_url != settings.redis_url:
+        _drop_connections()  # pools made for another broker would keep sending there
     app.conf.update(
         broker_url=settings.redis_url,
         result_backend=settings.redis_url,
@@ -63,6 +65,15 @@ def configure(settings: FleetSettings) -> Celery:
     )
     app.expertmix_settings = settings
     return app
+
+
+def _drop_connections() -> None:
+    if app._pool is not None:
+        app._pool.force_close_all()
+        app._pool = None
+    amqp = app.__dict__.get("amqp")  # only if it was ever built
+    if amqp is not None:
+        amqp._producer_pool = None
 
 
 def settings_of(celery_app: Celery) -> FleetSettings:

@@ -121,7 +121,13 @@ class CeleryDispatcher:
         watch = _LivenessWatch(self.store, self.settings)
         with tqdm(total=len(model_of), desc=label, unit="prompt", disable=not progress) as bar:
             while outstanding:
-                got = self._fetch(outstanding)
+                try:
+                    got = self._fetch(outstanding)
+                except _redis_connection_errors() as exc:  # Redis restarting: its data persists, wait
+                    log.warning("Redis unreachable while waiting (%s); retrying", exc)
+                    _check_deadline(deadline, outstanding, self.settings)
+                    time.sleep(1.0)
+                    continue
                 out.update(got)
                 outstanding -= set(got)
                 bar.update(len(got))
@@ -129,12 +135,7 @@ class CeleryDispatcher:
                     break
                 self._raise_failures(outstanding)
                 watch.check({model_of[k] for k in outstanding}, run=_runs(outstanding))
-                if time.monotonic() > deadline:
-                    raise DispatchError(
-                        f"{len(outstanding)} request(s) still unanswered after {self.settings.result_timeout_s:.0f}s",
-                        hint=f"inspect with `expertmix jobs show {_runs(outstanding)}`; "
-                        "raise EXPERTMIX_RESULT_TIMEOUT_S for long runs",
-                    )
+                _check_deadline(deadline, outstanding, self.settings)
                 time.sleep(self.settings.poll_s)
         return out
 
@@ -190,6 +191,21 @@ class _LivenessWatch:
                     f"no live worker for model {model} for {now - since:.0f}s; its requests of run {run} wait in Redis",
                     hint=f"start `expertmix worker --models {model}`, then `expertmix jobs resume {run}`",
                 )
+
+
+def _check_deadline(deadline: float, outstanding: set[str], settings: FleetSettings) -> None:
+    if time.monotonic() > deadline:
+        raise DispatchError(
+            f"{len(outstanding)} request(s) still unanswered after {settings.result_timeout_s:.0f}s",
+            hint=f"inspect with `expertmix jobs show {_runs(outstanding)}`; "
+            "raise EXPERTMIX_RESULT_TIMEOUT_S for long runs",
+        )
+
+
+def _redis_connection_errors() -> tuple[type[BaseException], ...]:
+    import redis
+
+    return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 def _celery_send(model: str) -> str:

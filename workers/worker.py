@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from typing import Any
 
 from orchestrator.config import ExpertRegistry
@@ -84,7 +85,7 @@ def run_worker(
         concurrency=concurrency,
         pool="prefork",
         loglevel=loglevel,
-        hostname=f"expertmix-{os.getpid()}@%h",
+        hostname=f"expertmix-{os.getpid()}@{socket.gethostname()}",
     )
     worker.start()
     return int(worker.exitcode or 0)
