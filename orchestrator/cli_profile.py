@@ -70,7 +70,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
         if not args.no_aggregator:
             summary["aggregator"] = choose_aggregator(items, ctx, ProfileStore(args.out),
                                                       candidates=args.aggregator_candidates,
-                                                      limit=args.aggregator_questions)
+                                                      limit=args.aggregator_questions,
+                                                      max_tokens=args.max_tokens or 128)
             summary["model_loads"] = dispatcher.model_loads()
             summary["total_seconds"] = round(time.perf_counter() - t0, 2)
             ProfileStore(args.out).write_json("manifest.json", summary)

@@ -115,7 +115,10 @@ def format_choices(question: str, choices: list[str]) -> str:
 
 # ---- choice ------------------------------------------------------------------------------
 def _extract_choice(text: str, choices: list[str] | None) -> str | None:
+    echoes_options = len(set(_CHOICE_LINE.findall(text))) >= 2  # "A. x\nB. y" is a list, not an answer
     for pattern in _CHOICE_PATTERNS:
+        if echoes_options and pattern in (_CHOICE_PATTERNS[3], _CHOICE_PATTERNS[4]):
+            continue
         hits = pattern.findall(text)
         if hits:
             last = hits[-1]

@@ -76,3 +76,9 @@ def test_detect_answer_type():
     assert detect_answer_type(format_choices("Which is a fruit?", ["apple", "car"])) == "choice"
     assert detect_answer_type("Compute $\\frac{1}{2} + 1$.") == "boxed"
     assert detect_answer_type("Tom has 3 apples and buys 4 more. How many?") == "number"
+
+
+def test_a_reply_that_only_echoes_the_options_states_no_answer():
+    echoed = "A. first pharyngeal arch.\nB. second pharyngeal arch.\nC. third pharyngeal arch."
+    assert extract_answer(echoed, "choice") is None
+    assert extract_answer(echoed + "\n\nThe correct answer is: C. third", "choice") == "C"
