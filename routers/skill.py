@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+import skills
 from orchestrator.context import RunContext
 from orchestrator.errors import ConfigError
 from orchestrator.types import ExpertChoice, Question, check_question
@@ -40,7 +41,7 @@ from skills.profiles import load_profiles
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PROFILES = Path(__file__).resolve().parent.parent / "skills" / "data" / "default_profiles"
+DEFAULT_PROFILES = Path(skills.__file__).resolve().parent / "data" / "default_profiles"
 
 
 def shift_positive(values: np.ndarray) -> np.ndarray:
@@ -142,8 +143,12 @@ class SkillRouter:
             check_question(q.text, where=q.id)
         experts = self.experts_for(ctx)
         raw = self._extractor.extract(questions, ctx) if questions else []
-        keywords = [self._mapper.map(kws) if kws else [] for kws in raw]
-        return self.route_keywords(questions, keywords, ctx, experts=experts)
+        return self.route_keywords(questions, self.map_keywords(raw), ctx, experts=experts)
+
+    def map_keywords(self, keywords: list[list[str]]) -> list[list[str]]:
+        """Each question's keywords mapped onto the profile vocabulary (nearest by MiniLM cosine)."""
+        self._load()
+        return [self._mapper.map(kws) if kws else [] for kws in keywords]
 
     def route_keywords(
         self, questions: list[Question], keywords: list[list[str]], ctx: RunContext, *, experts: list[str] | None = None

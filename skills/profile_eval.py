@@ -58,8 +58,7 @@ def evaluate_router(
     keywords = {r["id"]: r["keywords"] for r in rows}
     kws = [keywords[i] for i in test]
     if map_keywords:
-        router._load()
-        kws = [router._mapper.map(k) if k else [] for k in kws]
+        kws = router.map_keywords(kws)
     questions = [Question(id=i, text=i) for i in test]
     decisions = router.route_keywords(questions, kws, ctx)
     routed = [sum(table[d.question_id].get(e, False) for e in d.names) / len(d.names) for d in decisions]
