@@ -11,7 +11,8 @@ from pydantic import BaseModel, Field
 
 from orchestrator.errors import InputError
 
-MAX_QUESTION_CHARS = 20_000
+# Keeps question + system prompt + k answers inside the small models' 2048-token context.
+MAX_QUESTION_CHARS = 4_000
 
 
 class Question(BaseModel):

@@ -60,7 +60,7 @@ def test_sync_wrapper_works_inside_a_running_loop():
     assert asyncio.run(inside()).answer == "84"
 
 
-@pytest.mark.parametrize("bad", ["", "   ", None, "x" * 20_001])
+@pytest.mark.parametrize("bad", ["", "   ", None, "x" * 4_001])
 def test_bad_questions_are_rejected_before_any_model_call(bad):
     o = orch()
     with pytest.raises(InputError, match="question"):
