@@ -8,6 +8,7 @@ already answered. Engines stay resident across chunks, so models still load once
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -70,12 +71,16 @@ def run_file(orch: Any, questions_path: Path, out: Path, *, chunk_size: int = 64
     todo = [q for q in questions if q.id not in done]
     out.parent.mkdir(parents=True, exist_ok=True)
     loads_before = sum(orch.model_loads().values())
+    # Stable run ids per chunk: on the worker fleet, answers stored under (run, question, expert)
+    # survive an interruption, so a rerun of the same command reuses them instead of regenerating.
+    stem = hashlib.sha1(f"{questions_path.resolve()}|{out.resolve()}|{getattr(orch.pipeline, 'name', '')}".encode()).hexdigest()[:10]
     bar = tqdm(total=len(questions), initial=len(questions) - len(todo), desc="questions", unit="q",
                disable=not progress)
     with bar, out.open("a") as fh:
         for start in range(0, len(todo), chunk_size):
             chunk = todo[start:start + chunk_size]
-            for result in orch.run(chunk, budget=budget):
+            run_id = f"file-{stem}-{chunk[0].id}"
+            for result in orch.run(chunk, budget=budget, run_id=run_id):
                 fh.write(result.model_dump_json() + "\n")
             fh.flush()
             os.fsync(fh.fileno())
