@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -30,11 +31,12 @@ from skills.keywords import filter_keywords, load_skill_bank, parse_keywords
 
 log = logging.getLogger(__name__)
 
+EXAMPLE_KEYWORDS = ("psychology", "virology", "behavioral theory", "microbiology", "diplomacy", "political science",
+                    "property law", "finance", "business")
 KEYWORD_PROMPT = (
     "Question: {question}\n\n"
     "What are the core knowledge, subjects or skills needed to solve this problem? "
-    "List 2-5 keywords separated by commas. Example keywords: psychology, virology, behavioral theory, "
-    "microbiology, diplomacy, political science, property law, finance, business. "
+    f"List 2-5 keywords separated by commas. Example keywords: {', '.join(EXAMPLE_KEYWORDS)}. "
     "Give ONLY the keywords, no other words or explanation.\n\n"
     "Follow this format: Keywords: <keyword1>, <keyword2>..."
 )
@@ -66,9 +68,22 @@ def stable_seed(*parts: object) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
+def drop_echoes(keywords: list[str], question: str) -> list[str]:
+    """Drop keywords copied from the prompt's example list that nothing in the question supports.
+
+    Small models (SmolLM2-135M measured here) often answer with the example list verbatim; a
+    copied example is kept only when one of its words occurs in the question.
+    """
+    words = set(re.findall(r"[a-z]+", question.lower()))
+    return [kw for kw in keywords if kw not in EXAMPLE_KEYWORDS or words & set(kw.split())]
+
+
 @EXTRACTORS.register("llm")
 class LLMSkillExtractor:
     """Symbolic-MoE keyword extraction with an LLM (5 samples at T=0.7, keep keywords in >= 2).
+
+    ``drop_echoed_examples`` (default on; off is the paper's exact behaviour) drops example keywords
+    the model merely copied from the prompt (see :func:`drop_echoes`).
 
     ``model`` names a registry model; ``expert`` uses that expert's model instead; with neither,
     the registry's ``aggregator_model`` (else its first chat model) extracts. ``use_n`` asks for
@@ -81,7 +96,7 @@ class LLMSkillExtractor:
     def __init__(
         self, model: str | None = None, *, expert: str | None = None, samples: int = 5,
         temperature: float = 0.7, min_votes: int = 2, max_chars: int = 20, max_tokens: int = 48,
-        use_n: bool = True,
+        use_n: bool = True, drop_echoed_examples: bool = True,
     ) -> None:
         if samples < 1 or not 1 <= min_votes <= samples:
             raise ConfigError(f"llm skill extractor: need samples >= 1 and 1 <= min_votes <= samples, got "
@@ -89,11 +104,12 @@ class LLMSkillExtractor:
         self.model, self.expert, self.samples = model, expert, samples
         self.temperature, self.min_votes, self.max_chars = temperature, min_votes, max_chars
         self.max_tokens, self.use_n = max_tokens, use_n
+        self.drop_echoed_examples = drop_echoed_examples
 
     def config(self) -> dict[str, Any]:
         return {"model": self.model, "expert": self.expert, "samples": self.samples,
                 "temperature": self.temperature, "min_votes": self.min_votes, "max_chars": self.max_chars,
-                "max_tokens": self.max_tokens, "use_n": self.use_n}
+                "max_tokens": self.max_tokens, "use_n": self.use_n, "drop_echoed_examples": self.drop_echoed_examples}
 
     def resolve_model(self, ctx: RunContext) -> str:
         """The registry model that extracts."""
@@ -123,8 +139,9 @@ class LLMSkillExtractor:
         out = []
         for q in questions:
             texts = self._samples(q, done, ctx, per_question)
-            out.append(filter_keywords([parse_keywords(t) for t in texts],
-                                       min_votes=self.min_votes, max_chars=self.max_chars))
+            kept = filter_keywords([parse_keywords(t) for t in texts], min_votes=self.min_votes,
+                                   max_chars=self.max_chars)
+            out.append(drop_echoes(kept, q.text) if self.drop_echoed_examples else kept)
         return out
 
     def _samples(self, q: Question, done: dict, ctx: RunContext, per_question: int) -> list[str]:

@@ -98,3 +98,12 @@ def test_extractor_registry_and_bad_settings():
         make_extractor("tfidf")
     with pytest.raises(ConfigError, match="min_votes"):
         LLMSkillExtractor(samples=5, min_votes=6)
+
+
+def test_echoed_prompt_examples_are_dropped_unless_the_question_supports_them():
+    echo = "Keywords: psychology, virology, algebra"
+    ctx, _ = fake_ctx(lambda req, i: echo)
+    q = [Question(id="q", text="Solve 2x = 4 with algebra."), Question(id="v", text="How does a virus replicate? virology")]
+    assert LLMSkillExtractor(model="m1").extract(q, ctx) == [["algebra"], ["virology", "algebra"]]
+    assert LLMSkillExtractor(model="m1", drop_echoed_examples=False).extract(q[:1], ctx) == [
+        ["psychology", "virology", "algebra"]]
