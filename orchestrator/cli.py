@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "orchestrator.cli_profile",
     "orchestrator.cli_fleet",
     "orchestrator.cli_pipelines",
+    "orchestrator.cli_gateway",
 )
 
 

@@ -1,0 +1,55 @@
+"""CLI for the REST gateway: ``expertmix serve``.
+
+::
+
+    expertmix serve [--host 127.0.0.1] [--port 8000] [--executor local|celery]
+                    [--experts REGISTRY.yaml] [--pipeline NAME|PATH.yaml]
+
+The default pipeline is built (and validated) before the server starts, so a bad option fails at
+once with the usual one-line error; engines load on the first request that needs them and are
+released when the server stops (Ctrl-C / SIGTERM). See docs/gateway.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from orchestrator.errors import InputError
+
+
+def register(sub: Any) -> None:
+    """Add ``serve`` to the ``expertmix`` subcommands."""
+    from orchestrator.sdk import DEFAULT_PIPELINE
+
+    p = sub.add_parser("serve", help="run the OpenAI-compatible REST gateway (POST /v1/chat/completions)",
+                       description="Serve pipelines over HTTP: the request's `model` names a pipeline "
+                                   "(`expertmix` = --pipeline).")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 in containers)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--executor", choices=["local", "celery"], default="local",
+                   help="local: in-process engines (default); celery: the worker fleet (EXPERTMIX_REDIS_URL)")
+    p.add_argument("--experts", metavar="REGISTRY.yaml", help="expert registry (default: the built-in one)")
+    p.add_argument("--pipeline", default=DEFAULT_PIPELINE,
+                   help=f"default pipeline, served as model `expertmix`: built-in name or YAML path (default {DEFAULT_PIPELINE})")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="server log level (default info)")
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Build the default orchestrator, then serve until interrupted."""
+    import uvicorn
+
+    from orchestrator.gateway import create_app
+    from orchestrator.sdk import Orchestrator
+
+    if not 0 <= args.port <= 65535:
+        raise InputError(f"--port {args.port} is not a port number", hint="use 1-65535 (0 picks a free one)")
+    orch = Orchestrator.from_defaults(args.pipeline, experts=args.experts, executor=args.executor, seed=args.seed)
+    app = create_app(orch)  # closes the dispatchers (engines) at shutdown
+    print(f"expertmix gateway on http://{args.host}:{args.port} (default pipeline {orch.pipeline.name}, "
+          f"executor {args.executor}); POST /v1/chat/completions", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0

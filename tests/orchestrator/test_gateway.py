@@ -1,0 +1,249 @@
+"""The REST gateway (orchestrator.gateway) over a FakeDispatcher: OpenAI shape, errors, limits, probes."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from orchestrator.config import ExpertRegistry
+from orchestrator.errors import BackendError, DispatchError
+from orchestrator.gateway import MAX_BODY_BYTES, create_app
+from orchestrator.pipeline import Pipeline, builtin_pipelines
+from orchestrator.sdk import Orchestrator
+from tests.fakes import FakeDispatcher
+
+pytestmark = pytest.mark.unit
+
+QUESTION = {"role": "user", "content": "What is 12 * 7?"}
+
+
+def make_orch(pipeline: str = "ensemble-vote", dispatcher=None) -> Orchestrator:
+    return Orchestrator(ExpertRegistry.default(), Pipeline.load(pipeline), dispatcher=dispatcher or FakeDispatcher())
+
+
+@pytest.fixture
+def orch() -> Orchestrator:
+    return make_orch()
+
+
+@pytest.fixture
+def client(orch):
+    with TestClient(create_app(orch)) as c:
+        yield c
+
+
+def chat(client, messages=(QUESTION,), **extra):
+    return client.post("/v1/chat/completions", json={"model": "expertmix", "messages": list(messages), **extra})
+
+
+def test_chat_completion_has_the_openai_shape(client):
+    r = chat(client, max_tokens=16, temperature=0.2)  # OpenAI fields the gateway ignores are accepted
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-")
+    assert isinstance(body["created"], int) and body["model"] == "ensemble-vote"
+    (choice,) = body["choices"]
+    assert choice["message"] == {"role": "assistant", "content": "84"}  # the vote over "Answer: 84 (...)"
+    assert choice["finish_reason"] == "stop"
+    usage = body["usage"]
+    assert usage["completion_tokens"] == 3 * len(body["expertmix"]["trace"]["answers"]) > 0
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+def test_response_carries_the_trace(client):
+    body = chat(client).json()
+    x = body["expertmix"]
+    assert x["id"] == body["id"]  # the request id is the question id: the trace and the reply correlate
+    assert x["question"] == "What is 12 * 7?" and x["aggregator"] == "vote"
+    assert x["experts"] and all(e["name"] for e in x["experts"])
+    assert x["trace"]["pipeline"] == "ensemble-vote" and x["trace"]["router"]
+    assert x["trace"]["timings"] and x["trace"]["answers"]
+    assert isinstance(x["model_loads"], int) and x["model_loads"] >= 1
+
+
+def test_the_last_user_message_is_the_question_and_content_parts_work(client, orch):
+    seen = []
+    orch.dispatcher.reply = lambda req: seen.append(req) or "Answer: 5"
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "first question?"},
+                {"role": "assistant", "content": "x"},
+                {"role": "user", "content": [{"type": "text", "text": "What is 2 + 3?"}]}]
+    body = chat(client, messages).json()
+    assert body["expertmix"]["question"] == "What is 2 + 3?"
+    assert body["choices"][0]["message"]["content"] == "5"
+    assert all("first question" not in str(r.messages or r.prompt) for r in seen)
+
+
+def custom_pipeline() -> Pipeline:
+    """A user's own pipeline (the `serve --pipeline my.yaml` case): ensemble-vote on two fixed experts."""
+    data = Pipeline.load("ensemble-vote").to_dict()
+    data["name"] = "my-vote"
+    data["nodes"][1]["params"] = {"router": "fixed", "experts": ["coder", "math-tutor"]}
+    return Pipeline.from_dict(data)
+
+
+def test_each_pipeline_gets_one_reused_orchestrator_sharing_the_dispatcher():
+    dispatcher = FakeDispatcher()
+    base = Orchestrator(ExpertRegistry.default(), custom_pipeline(), dispatcher=dispatcher)
+    with TestClient(create_app(base)) as c:
+        assert chat(c).json()["expertmix"]["trace"]["pipeline"] == "my-vote"  # `expertmix` = the default
+        assert "my-vote" in [m["id"] for m in c.get("/v1/models").json()["data"]]
+        for _ in range(2):
+            r = c.post("/v1/chat/completions", json={"model": "ensemble-vote", "messages": [QUESTION]})
+            assert r.status_code == 200, r.text
+            assert r.json()["model"] == "ensemble-vote" and r.json()["expertmix"]["trace"]["pipeline"] == "ensemble-vote"
+        orchestrators = c.app.state.orchestrators
+        sibling = orchestrators.get("ensemble-vote")
+        assert sibling is orchestrators.get("ensemble-vote") and orchestrators.get("my-vote") is base
+        assert sibling.dispatcher is dispatcher
+    assert dispatcher.loads and all(n == 1 for n in dispatcher.loads.values())  # engines shared: loaded once
+    assert dispatcher.closed  # released when the app shuts down
+
+
+def test_empty_question_is_400_with_the_message(client, orch):
+    r = chat(client, [{"role": "user", "content": "   "}])
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert "question is empty" in err["message"] and "fix:" in err["message"]
+    assert err["type"] == "invalid_request_error" and err["code"] == "input_error"
+    assert orch.dispatcher.batches == []  # rejected before any model ran
+
+
+def test_missing_user_message_and_malformed_requests_are_400(client):
+    r = chat(client, [{"role": "system", "content": "hi"}])
+    assert r.status_code == 400 and "no message with role 'user'" in r.json()["error"]["message"]
+    r = client.post("/v1/chat/completions", json={"model": "expertmix"})
+    assert r.status_code == 400 and "messages" in r.json()["error"]["message"]
+    r = client.post("/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    r = chat(client, stream=True)
+    assert r.status_code == 400 and "streaming" in r.json()["error"]["message"]
+
+
+def test_unknown_pipeline_is_400_listing_the_choices(client):
+    r = client.post("/v1/chat/completions", json={"model": "gpt-4o", "messages": [QUESTION]})
+    assert r.status_code == 400
+    message = r.json()["error"]["message"]
+    assert "unknown pipeline 'gpt-4o'" in message
+    for name in ["expertmix", *builtin_pipelines()]:
+        assert name in message
+    assert r.json()["error"]["code"] == "unknown_name_error"
+
+
+def test_a_request_cannot_load_a_pipeline_from_a_file_path(client, tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(Pipeline.load("ensemble-vote").to_yaml())
+    r = client.post("/v1/chat/completions", json={"model": str(path), "messages": [QUESTION]})
+    assert r.status_code == 400 and "unknown pipeline" in r.json()["error"]["message"]
+
+
+def test_budget_extension_is_applied_and_validated(client):
+    r = chat(client, expertmix_budget={"max_experts": 1})
+    assert r.status_code == 200, r.text
+    assert len({e["name"] for e in r.json()["expertmix"]["experts"]}) == 1
+    r = chat(client, expertmix_budget={"max_experts": 0})
+    assert r.status_code == 400 and "expertmix_budget.max_experts" in r.json()["error"]["message"]
+    r = chat(client, expertmix_budget={"max_cost": 0.001})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "budget_error", r.text
+
+
+def test_oversized_body_is_413(client, orch):
+    big = "x" * (MAX_BODY_BYTES + 10)
+    r = chat(client, [{"role": "user", "content": big}])
+    assert r.status_code == 413
+    assert "larger than 1048576 bytes" in r.json()["error"]["message"]
+
+    def chunks():  # no Content-Length: the limit holds while reading
+        for _ in range(20):
+            yield b"x" * 65536
+    r = client.post("/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert orch.dispatcher.batches == []
+
+
+def test_models_lists_the_pipelines(client):
+    r = client.get("/v1/models")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["object"] == "list"
+    ids = [m["id"] for m in body["data"]]
+    assert ids[0] == "expertmix" and set(builtin_pipelines()) <= set(ids)
+    assert body["data"][0]["pipeline"] == "ensemble-vote"
+    assert all(m["object"] == "model" for m in body["data"])
+
+
+def test_health_and_readiness(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    r = client.get("/readyz")
+    assert r.status_code == 200 and r.json()["ready"] is True and r.json()["executor"] == "local"
+
+
+def test_unknown_route_gets_an_openai_error_body(client):
+    r = client.get("/v1/nope")
+    assert r.status_code == 404 and "/v1/nope" in r.json()["error"]["message"]
+
+
+class FakeFailingDispatcher(FakeDispatcher):
+    def __init__(self, exc: Exception) -> None:
+        super().__init__()
+        self.exc = exc
+
+    def run_batches(self, groups, **kw):
+        raise self.exc
+
+
+@pytest.mark.parametrize("exc, status, code", [
+    (DispatchError("no live worker for model(s) smollm2-135m", hint="start one"), 503, "dispatch_error"),
+    (BackendError("engine for smollm2-135m failed"), 500, "backend_error"),
+])
+def test_backend_and_fleet_errors_map_to_5xx(exc, status, code):
+    with TestClient(create_app(make_orch(dispatcher=FakeFailingDispatcher(exc)))) as c:
+        r = chat(c)
+    assert r.status_code == status
+    assert r.json()["error"]["message"] == str(exc) and r.json()["error"]["code"] == code
+
+
+def test_unexpected_errors_are_500_without_internals():
+    with TestClient(create_app(make_orch(dispatcher=FakeFailingDispatcher(RuntimeError("secret detail")))),
+                    raise_server_exceptions=False) as c:
+        r = chat(c)
+    assert r.status_code == 500 and "secret detail" not in r.text
+    assert "RuntimeError" in r.json()["error"]["message"]
+
+
+def test_factory_source_and_shutdown_closes_dispatchers():
+    made: list[str] = []
+    dispatcher = FakeDispatcher()
+
+    def factory(name: str) -> Orchestrator:
+        made.append(name)
+        return make_orch(name, dispatcher=dispatcher)
+
+    with TestClient(create_app(factory, default_pipeline="ensemble-vote")) as c:
+        assert chat(c).json()["model"] == "ensemble-vote"
+        assert chat(c).status_code == 200
+    assert made == ["ensemble-vote"] and dispatcher.closed
+
+
+def test_api_key_is_required_when_configured(monkeypatch, orch):
+    monkeypatch.setenv("EXPERTMIX_GATEWAY_API_KEY", "s3cret")
+    with TestClient(create_app(orch)) as c:
+        assert chat(c).status_code == 401
+        assert c.get("/healthz").status_code == 200
+        r = c.post("/v1/chat/completions", json={"model": "expertmix", "messages": [QUESTION]},
+                   headers={"Authorization": "Bearer s3cret"})
+        assert r.status_code == 200, r.text
+
+
+def test_serve_command_parses_what_deploy_runs():
+    from orchestrator.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--host", "0.0.0.0", "--port", "8080", "--executor", "celery"])
+    assert (args.host, args.port, args.executor, args.pipeline) == ("0.0.0.0", 8080, "celery", "symbolic-moe")
+    assert args.func.__name__ == "cmd_serve"
+
+
+def test_serve_fails_before_starting_on_a_bad_pipeline(capsys):
+    from orchestrator.cli import main
+
+    assert main(["serve", "--pipeline", "no-such-pipeline", "--port", "0"]) == 2
+    assert "unknown pipeline 'no-such-pipeline'" in capsys.readouterr().err
