@@ -2,3 +2,5 @@
 
 from routers import keyword  # noqa: F401
 from routers import skill  # noqa: F401
+from routers import category  # noqa: F401
+from routers import embedding  # noqa: F401

@@ -1,0 +1,221 @@
+"""Category router (Composition of Experts): classify the question, then map category -> experts.
+
+Step 1: a logistic-regression classifier over all-MiniLM-L6-v2 sentence embeddings assigns one of
+the taxonomy categories (``math, code, medicine, science, law, business, humanities, writing,
+general``). When its top probability is below ``threshold`` the question goes to ``general``
+(served by a generalist), as CoE does. Inference is numpy only: weights live in an ``.npz``.
+
+Step 2: a YAML category map names each category's experts, primary first then ordered fallbacks,
+so ``k`` and budgets (max experts, max cost) can be honoured by walking down the list.
+
+Example::
+
+    >>> from routers.base import make_router
+    >>> make_router("category", k=1, threshold=0.4).config()["threshold"]
+    0.4
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from orchestrator.config import ExpertRegistry, load_yaml
+from orchestrator.context import RunContext
+from orchestrator.errors import ConfigError, ModelNotFoundError
+from orchestrator.types import ExpertChoice, Question, check_question
+from routers.base import ROUTERS, RoutingDecision, apply_budget
+
+log = logging.getLogger(__name__)
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+DEFAULT_MODEL_DIR = DATA_DIR
+DEFAULT_MAP = DATA_DIR / "category_map.yaml"
+WEIGHTS_FILE = "category_router.npz"
+META_FILE = "category_router.json"
+GENERAL = "general"
+
+
+class CategoryModel:
+    """A softmax classifier over normalised embeddings: ``probs = softmax(X @ W.T + b)``."""
+
+    def __init__(self, classes: list[str], weights: np.ndarray, bias: np.ndarray, meta: dict[str, Any] | None = None):
+        if weights.shape[0] != len(classes) or bias.shape != (len(classes),):
+            raise ConfigError(f"category model: {len(classes)} classes but weights {weights.shape}, bias {bias.shape}")
+        self.classes = list(classes)
+        self.weights = weights.astype(np.float32)
+        self.bias = bias.astype(np.float32)
+        self.meta = dict(meta or {})
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Class probabilities, shape (n, n_classes)."""
+        logits = X.astype(np.float32, copy=False) @ self.weights.T + self.bias
+        logits -= logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write ``category_router.npz`` (weights) and ``category_router.json`` (classes + meta)."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(out / WEIGHTS_FILE, weights=self.weights.astype(np.float16), bias=self.bias)
+        (out / META_FILE).write_text(json.dumps({"classes": self.classes, **self.meta}, indent=2) + "\n")
+        return out
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> "CategoryModel":
+        d = Path(model_dir)
+        if not (d / WEIGHTS_FILE).exists() or not (d / META_FILE).exists():
+            raise ModelNotFoundError(
+                f"no trained category router in {d} (needs {WEIGHTS_FILE} and {META_FILE})",
+                hint="train one with `expertmix train-router --data FILE --out DIR` or leave model_dir unset",
+            )
+        meta = json.loads((d / META_FILE).read_text())
+        with np.load(d / WEIGHTS_FILE) as z:
+            weights, bias = z["weights"].astype(np.float32), z["bias"].astype(np.float32)
+        classes = meta.pop("classes")
+        return cls(classes, weights, bias, meta)
+
+
+def load_category_map(path: str | Path | None, registry: ExpertRegistry) -> dict[str, list[str]]:
+    """``{category: [primary, fallback, ...]}`` from YAML, checked against ``registry``.
+
+    Without a file (or for categories the file does not name) the map is derived from the experts'
+    ``categories:`` fields, cheapest first. Experts the registry lacks are dropped with a warning;
+    a category left with no expert raises :class:`ConfigError`.
+    """
+    derived = derive_category_map(registry)
+    if path is None:
+        return derived
+    data = load_yaml(path)
+    raw = data.get("categories", data) if isinstance(data, dict) else None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a category map is a mapping `categories: {{name: [experts...]}}`")
+    out = dict(derived)
+    for cat, experts in raw.items():
+        names = [experts] if isinstance(experts, str) else list(experts or [])
+        kept = [n for n in names if n in registry.experts]
+        if len(kept) < len(names):
+            log.warning("category map %s: %s lists experts not in the registry: %s", path, cat,
+                        sorted(set(names) - set(kept)))
+        if kept:
+            out[cat] = kept
+        elif cat not in out:
+            raise ConfigError(
+                f"{path}: category {cat!r} has no expert of registry {registry.source}",
+                hint=f"list some of: {', '.join(sorted(registry.experts))}",
+            )
+    return out
+
+
+def derive_category_map(registry: ExpertRegistry) -> dict[str, list[str]]:
+    """Each category's experts from their ``categories:`` fields, cheapest first."""
+    out: dict[str, list[str]] = {}
+    for expert in sorted(registry.experts.values(), key=lambda e: (e.cost, e.name)):
+        for cat in expert.categories:
+            out.setdefault(cat, []).append(expert.name)
+    return out
+
+
+def dump_category_map(mapping: dict[str, list[str]]) -> str:
+    return yaml.safe_dump({"categories": mapping}, sort_keys=False)
+
+
+@ROUTERS.register("category")
+class CategoryRouter:
+    """Classify into a category, below ``threshold`` fall back to ``general``, map to experts."""
+
+    name = "category"
+
+    def __init__(
+        self, k: int = 1, threshold: float | None = None, model_dir: str | Path | None = None,
+        category_map: str | Path | None = None, seed: int = 0,
+    ) -> None:
+        if k < 1:
+            raise ConfigError(f"category router: k must be >= 1, got {k}")
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise ConfigError(f"category router: threshold must be in [0, 1], got {threshold}")
+        self.k, self.threshold, self.seed = k, threshold, seed
+        self.model_dir = Path(model_dir) if model_dir else None
+        self.category_map = Path(category_map) if category_map else None
+        self._model: CategoryModel | None = None
+        self._maps: tuple[int, dict[str, list[str]]] | None = None
+
+    def config(self) -> dict[str, Any]:
+        return {"k": self.k, "threshold": self.threshold,
+                "model_dir": str(self.model_dir) if self.model_dir else None,
+                "category_map": str(self.category_map) if self.category_map else None, "seed": self.seed}
+
+    @property
+    def model(self) -> CategoryModel:
+        if self._model is None:
+            self._model = CategoryModel.load(self.model_dir or DEFAULT_MODEL_DIR)
+        return self._model
+
+    def effective_threshold(self) -> float:
+        """The configured threshold, else the one stored with the trained model (else 0.35)."""
+        return float(self.threshold if self.threshold is not None else self.model.meta.get("threshold", 0.35))
+
+    def warm_up(self, ctx: RunContext) -> None:
+        from skills.embeddings import Embedder
+
+        self._map_for(ctx.registry)
+        Embedder.shared().encode([f"warm up {c}" for c in self.model.classes])
+
+    def _map_for(self, registry: ExpertRegistry) -> dict[str, list[str]]:
+        if self._maps is None or self._maps[0] != id(registry):
+            path = self.category_map or (DEFAULT_MAP if registry.source == "builtin:experts.yaml" else None)
+            self._maps = (id(registry), load_category_map(path, registry))
+        return self._maps[1]
+
+    def classify(self, texts: list[str]) -> tuple[list[str], np.ndarray]:
+        """(category per text after the confidence fallback, class-probability matrix)."""
+        from skills.embeddings import Embedder
+
+        probs = self.model.predict_proba(Embedder.shared().encode(texts)) if texts else np.zeros((0, 0))
+        cats = self.categories_from_probs(probs)
+        return cats, probs
+
+    def categories_from_probs(self, probs: np.ndarray) -> list[str]:
+        threshold, classes = self.effective_threshold(), self.model.classes
+        best = probs.argmax(axis=1) if len(probs) else []
+        return [classes[j] if probs[i, j] >= threshold else GENERAL for i, j in enumerate(best)]
+
+    def route(self, questions: list[Question], ctx: RunContext) -> list[RoutingDecision]:
+        texts = [check_question(q.text, where=q.id) for q in questions]
+        mapping = self._map_for(ctx.registry)
+        cats, probs = self.classify(texts)
+        out = []
+        for i, (q, cat) in enumerate(zip(questions, cats)):
+            p = {c: float(probs[i, j]) for j, c in enumerate(self.model.classes)}
+            ranked, notes = self._ranked(cat, p, mapping, ctx.registry)
+            chosen = apply_budget(ranked, ctx.registry, ctx.budget, k=self.k)
+            top = max(p, key=p.get)
+            if cat == GENERAL and top != GENERAL:
+                notes.append(f"category router: {top} at {p[top]:.2f} is below the threshold; routed to general")
+            out.append(RoutingDecision(question_id=q.id, experts=chosen, router=self.name, category=cat,
+                                       confidence=round(p[top], 4), notes=notes))
+        return out
+
+    def _ranked(
+        self, cat: str, p: dict[str, float], mapping: dict[str, list[str]], registry: ExpertRegistry
+    ) -> tuple[list[ExpertChoice], list[str]]:
+        """The category's experts in map order, then every other expert by its categories' probability."""
+        notes: list[str] = []
+        primary = mapping.get(cat) or mapping.get(GENERAL) or []
+        if not mapping.get(cat):
+            notes.append(f"category router: no expert mapped to {cat!r}; used {GENERAL!r}")
+        score = p.get(cat, 0.0)
+        ranked = [ExpertChoice(name=n, score=round(score, 4)) for n in primary]
+        rest = {}
+        for name in registry.experts:
+            if name not in primary:
+                rest[name] = max([p.get(c, 0.0) for c, ns in mapping.items() if name in ns] or [0.0])
+        for name in sorted(rest, key=lambda n: (-rest[n], registry.expert(n).cost, n)):
+            ranked.append(ExpertChoice(name=name, score=round(rest[name], 4)))
+        return ranked, notes

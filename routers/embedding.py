@@ -1,0 +1,134 @@
+"""Embedding router (RouterRetriever): route to the expert whose example questions are nearest.
+
+Each expert is represented by the all-MiniLM-L6-v2 embeddings of its example questions
+(``ExpertSpec.examples``, its description, and any ``examples_files``: YAML ``{expert: [question,
+...]}``). A question's score for an expert is the mean of its ``top_n`` highest cosine similarities
+to that expert's examples (``top_n=1`` is the max). Adding an expert needs no training: it is
+indexed the first time a registry containing it is seen, or through :meth:`add_examples`.
+
+Example::
+
+    >>> from routers.base import make_router
+    >>> make_router("embedding", k=2, top_n=3).config()["top_n"]
+    3
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from orchestrator.config import ExpertRegistry, load_yaml
+from orchestrator.context import RunContext
+from orchestrator.errors import ConfigError
+from orchestrator.types import ExpertChoice, Question, check_question
+from routers.base import ROUTERS, RoutingDecision, apply_budget
+
+
+def load_examples_file(path: str | Path) -> dict[str, list[str]]:
+    """``{expert: [example question, ...]}`` from a YAML file."""
+    data = load_yaml(path)
+    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+        raise ConfigError(f"{path}: an examples file maps expert names to lists of example questions",
+                          hint="write `coder: [\"How do I reverse a list?\", ...]`")
+    return {str(k): [str(x) for x in v] for k, v in data.items()}
+
+
+@ROUTERS.register("embedding")
+class EmbeddingRouter:
+    """Nearest experts by similarity between the question and each expert's example questions."""
+
+    name = "embedding"
+
+    def __init__(
+        self, k: int = 1, top_n: int = 3, examples_files: list[str] | None = None,
+        use_description: bool = True, seed: int = 0,
+    ) -> None:
+        if k < 1 or top_n < 1:
+            raise ConfigError(f"embedding router: k and top_n must be >= 1, got k={k}, top_n={top_n}")
+        self.k, self.top_n, self.seed = k, top_n, seed
+        self.examples_files = [str(p) for p in examples_files or []]
+        self.use_description = use_description
+        self._extra: dict[str, list[str]] = {}
+        self._texts: dict[str, list[str]] = {}
+        self._vecs: dict[str, np.ndarray] = {}
+
+    def config(self) -> dict[str, Any]:
+        return {"k": self.k, "top_n": self.top_n, "examples_files": list(self.examples_files),
+                "use_description": self.use_description, "seed": self.seed}
+
+    def add_examples(self, expert: str, examples: list[str]) -> None:
+        """Give ``expert`` more example questions (no retraining; indexed on next use)."""
+        cleaned = [check_question(x, where=f"example of {expert}") for x in examples]
+        self._extra.setdefault(expert, []).extend(cleaned)
+        self._vecs.pop(expert, None)
+
+    def warm_up(self, ctx: RunContext) -> None:
+        self._index(ctx.registry)
+
+    def examples_for(self, registry: ExpertRegistry) -> dict[str, list[str]]:
+        """Every registry expert's example texts (spec examples, description, files, added ones)."""
+        files: dict[str, list[str]] = {}
+        for path in self.examples_files:
+            for name, texts in load_examples_file(path).items():
+                files.setdefault(name, []).extend(texts)
+        out = {}
+        for name, spec in registry.experts.items():
+            texts = list(spec.examples) + files.get(name, []) + self._extra.get(name, [])
+            if self.use_description and spec.description:
+                texts.append(spec.description)
+            out[name] = list(dict.fromkeys(t.strip() for t in texts if t and t.strip()))
+        if not any(out.values()):
+            raise ConfigError(f"embedding router: no expert of {registry.source} has examples or a description",
+                              hint="add `examples:` to the experts or pass examples_files")
+        return out
+
+    def _index(self, registry: ExpertRegistry) -> dict[str, np.ndarray]:
+        """Embeddings per expert; only experts whose example texts changed are (re-)encoded."""
+        from skills.embeddings import Embedder
+
+        wanted = self.examples_for(registry)
+        stale = [n for n, texts in wanted.items() if texts and (n not in self._vecs or self._texts.get(n) != texts)]
+        if stale:
+            flat = [t for n in stale for t in wanted[n]]
+            vecs = Embedder.shared().encode(flat)
+            start = 0
+            for n in stale:
+                self._vecs[n] = vecs[start:start + len(wanted[n])]
+                self._texts[n] = wanted[n]
+                start += len(wanted[n])
+        return {n: self._vecs[n] for n in wanted if wanted[n]}
+
+    def scores(self, texts: list[str], registry: ExpertRegistry) -> tuple[list[str], np.ndarray]:
+        """(expert names, similarity scores of shape (len(texts), n_experts))."""
+        from skills.embeddings import Embedder
+
+        index = self._index(registry)
+        names = list(index)
+        q = Embedder.shared().encode(texts)
+        out = np.zeros((len(texts), len(names)), dtype=np.float32)
+        for j, name in enumerate(names):
+            sims = q @ index[name].T
+            n = min(self.top_n, sims.shape[1])
+            out[:, j] = np.sort(sims, axis=1)[:, -n:].mean(axis=1)
+        return names, out
+
+    def route(self, questions: list[Question], ctx: RunContext) -> list[RoutingDecision]:
+        texts = [check_question(q.text, where=q.id) for q in questions]
+        if not texts:
+            return []
+        names, sims = self.scores(texts, ctx.registry)
+        out = []
+        for i, q in enumerate(questions):
+            # ties go to the cheaper expert, then the name: deterministic
+            order = sorted(range(len(names)), key=lambda j: (-sims[i, j], ctx.registry.expert(names[j]).cost, names[j]))
+            ranked = [ExpertChoice(name=names[j], score=round(float(sims[i, j]), 4)) for j in order]
+            chosen = apply_budget(ranked, ctx.registry, ctx.budget, k=self.k)
+            top = np.exp(sims[i] * 20)  # softmax over experts, temperature 0.05, as a confidence
+            conf = float(top[order[0]] / top.sum())
+            cats = ctx.registry.expert(chosen[0].name).categories
+            out.append(RoutingDecision(question_id=q.id, experts=chosen, router=self.name,
+                                       category=cats[0] if cats else None, confidence=round(conf, 4)))
+        return out
