@@ -33,6 +33,9 @@ def configure(settings: FleetSettings) -> Celery:
         "visibility_timeout": settings.visibility_timeout_s,
         "unacked_restore_interval": settings.restore_interval_s,
         "unacked_restore_throttle": 1,
+        # the sweep's lock: one left behind by a worker killed mid-sweep (or a Redis restart
+        # mid-sweep) would stall redelivery for kombu's default 300 s; a sweep takes milliseconds
+        "unacked_mutex_expire": max(30, 3 * settings.restore_interval_s),
     }
     if app.conf.broker_url and app.conf.broker_url != settings.redis_url:
         _drop_connections()  # pools made for another broker would keep sending there

@@ -36,6 +36,7 @@ def test_celery_delivery_policy():
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.worker_prefetch_multiplier == 1
     assert conf.broker_transport_options["visibility_timeout"] == 42
+    assert conf.broker_transport_options["unacked_mutex_expire"] == 30
     assert conf.task_annotations[TASK_NAME] == {"max_retries": 5, "time_limit": 100, "soft_time_limit": 70}
     from workers.tasks import generate_batch
 

@@ -1,0 +1,133 @@
+"""The Celery fleet for real: a private Redis server and two worker processes with vLLM engines.
+
+One module-scoped fleet (SmolLM2 worker + Gemma worker) serves every test here; tests run in file
+order and the fault test, which replaces the SmolLM2 worker and restarts Redis, runs last.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from orchestrator.errors import DispatchError
+from orchestrator.types import GenerationRequest, Sampling
+from workers import jobs
+from workers.harness import LocalFleet
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SMOL, GEMMA, QWEN = "smollm2-135m", "gemma3-270m", "qwen-coder-0.5b"
+FLEET_ENV = {
+    "EXPERTMIX_VISIBILITY_TIMEOUT_S": "20",   # a lost worker's batch comes back after 20 s
+    "EXPERTMIX_RESTORE_INTERVAL_S": "2",
+    "EXPERTMIX_HEARTBEAT_S": "1",
+    "EXPERTMIX_WORKER_TTL_S": "6",
+    "EXPERTMIX_NO_WORKER_GRACE_S": "600",     # the fault test waits for a replacement worker
+    "EXPERTMIX_MAX_WAIT_MS": "1000",
+    "EXPERTMIX_RESULT_TIMEOUT_S": "900",
+    "EXPERTMIX_VLLM_KV_CACHE_MIB": "128",
+}
+
+
+def chat(run: str, n: int, model: str = SMOL, max_tokens: int = 8) -> list[GenerationRequest]:
+    return [GenerationRequest(key=f"{run}/q{i}/generalist", model=model,
+                              messages=[{"role": "user", "content": f"What is {i} plus {i}?"}],
+                              sampling=Sampling(max_tokens=max_tokens)) for i in range(n)]
+
+
+def completion(run: str, n: int) -> list[GenerationRequest]:
+    return [GenerationRequest(key=f"{run}/q{i}/encyclopedia", model=GEMMA,
+                              prompt=f"Question: What is the capital of France?\nAnswer:",
+                              sampling=Sampling(max_tokens=6)) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory, models_ready):
+    with LocalFleet.start(tmp_path_factory.mktemp("fleet"), env=FLEET_ENV) as f:
+        f.smol = f.start_worker([SMOL])
+        f.start_worker([GEMMA])
+        f.wait_live([SMOL, GEMMA], timeout_s=900)
+        yield f
+
+
+@pytest.fixture(scope="module")
+def dispatcher(fleet):
+    d = fleet.dispatcher()
+    yield d
+    d.close()
+
+
+def _worker_batches(fleet, model: str) -> int:
+    from workers.fleet import all_workers
+
+    return sum(w.get("batches", 0) for w in all_workers(fleet.store(), [model], ttl_s=6) if model in w["models"])
+
+
+def test_two_workers_serve_their_own_models(fleet, dispatcher):
+    out = dispatcher.run_batches({SMOL: chat("two", 2), GEMMA: completion("two", 2)})
+    assert sorted(out) == sorted([q.key for q in chat("two", 2)] + [q.key for q in completion("two", 2)])
+    assert all(c.text.strip() for c in out.values())
+    assert {c.model for c in out.values()} == {SMOL, GEMMA}
+    shown = jobs.show_run(fleet.store(), "two")
+    workers_by_model = {b["model"]: b["worker"] for b in shown["batches"]}
+    assert set(workers_by_model) == {SMOL, GEMMA} and len(set(workers_by_model.values())) == 2
+    assert dispatcher.model_loads() == {SMOL: 1, GEMMA: 1}  # loaded once, at worker start
+
+
+def test_concurrent_runs_for_one_model_share_one_generate_call(fleet, dispatcher):
+    before = _worker_batches(fleet, SMOL)
+    barrier, outs = threading.Barrier(2), {}
+
+    def run(name: str) -> None:
+        barrier.wait()
+        outs[name] = fleet.dispatcher().run_batches({SMOL: chat(name, 3)})
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in ("coalA", "coalB")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert len(outs["coalA"]) == 3 and len(outs["coalB"]) == 3
+    batches = jobs.show_run(fleet.store(), "coalA")["batches"]
+    assert [(b["runs"], b["size"]) for b in batches] == [(["coalA", "coalB"], 6)]
+    assert _worker_batches(fleet, SMOL) == before + 1  # one backend generate call for both runs
+
+
+def test_a_model_without_a_live_worker_fails_fast(dispatcher):
+    t0 = time.monotonic()
+    with pytest.raises(DispatchError, match=f"expertmix worker --models {QWEN}"):
+        dispatcher.run_batches({QWEN: chat("noqwen", 1, model=QWEN)})
+    assert time.monotonic() - t0 < 5
+
+
+def test_kill_9_mid_batch_and_a_redis_restart_lose_and_duplicate_nothing(fleet, dispatcher):
+    store = fleet.store()
+    first, queued = chat("fault1", 6, max_tokens=32), chat("fault2", 3)
+    dispatcher.submit({SMOL: first})
+    batch_id = _wait_running(store, "fault1")
+    fleet.kill_worker(fleet.smol)  # kill -9 the worker (parent and pool child) mid-batch
+    assert jobs.run_summary(store, "fault1")["done"] == 0
+    dispatcher.submit({SMOL: queued})  # queued while no worker serves the model
+    fleet.kill_redis()  # no clean shutdown: only the append-only file keeps the queues
+    fleet.start_redis()
+    fleet.smol = fleet.start_worker([SMOL], log_name="worker-smol-replacement.log")
+    out = dispatcher.wait({SMOL: first + queued}, label="fault")
+    for run, reqs in (("fault1", first), ("fault2", queued)):
+        summary = jobs.run_summary(store, run)
+        assert summary["done"] == summary["requested"] == len(reqs) and summary["failed"] == 0
+        assert sorted(store.r.hkeys(store.k("run", run, "results"))) == sorted(q.key for q in reqs)
+    assert set(out) == {q.key for q in first + queued}
+    assert int(store.batch(batch_id)["attempts"]) >= 2  # the killed batch was redelivered and rerun
+
+
+def _wait_running(store, run: str, timeout_s: float = 300) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for batch_id in store.r.smembers(store.k("run", run, "batches")):
+            if store.batch(batch_id).get("status") == "running":
+                time.sleep(0.5)  # well inside generate (32 tokens x 6 prompts take seconds here)
+                return batch_id
+        time.sleep(0.05)
+    raise AssertionError(f"no batch of {run} started within {timeout_s}s")
