@@ -106,7 +106,10 @@ def fit(X: np.ndarray, labels: list[str], weights: np.ndarray | None = None, *, 
         raise ConfigError(f"training data has {len(classes)} category; need at least 2")
     clf = LogisticRegression(C=C, class_weight="balanced", max_iter=3000)
     clf.fit(X, labels, sample_weight=weights)
-    return CategoryModel([str(c) for c in clf.classes_], clf.coef_, clf.intercept_, {"C": C})
+    coef, bias = clf.coef_, clf.intercept_
+    if len(classes) == 2:  # sklearn keeps one row for two classes; softmax([0, z]) == sigmoid(z)
+        coef, bias = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], bias])
+    return CategoryModel([str(c) for c in clf.classes_], coef, bias, {"C": C})
 
 
 def classification_metrics(y_true: list[str], y_pred: list[str], labels: list[str] | None = None) -> dict[str, Any]:
