@@ -89,6 +89,7 @@ class LocalFleet:
         name = log_name or f"worker-{'+'.join(models)}-{len(self.workers)}.log"
         log = open(self.workdir / name, "ab")
         proc = subprocess.Popen(cmd, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc.log_path = self.workdir / name  # type: ignore[attr-defined]
         self.workers.append(proc)
         return proc
 
@@ -115,7 +116,8 @@ class LocalFleet:
                 return
             for p in procs or self.workers:
                 if p.poll() is not None:
-                    raise DispatchError(f"worker pid {p.pid} exited with {p.returncode}",
+                    tail = Path(p.log_path).read_text(errors="replace")[-1500:] if hasattr(p, "log_path") else ""
+                    raise DispatchError(f"worker pid {p.pid} exited with {p.returncode}; its log ends:\n{tail}",
                                         hint=f"see the worker logs in {self.workdir}")
             time.sleep(0.5)
         raise DispatchError(f"no live worker for {models} after {timeout_s:.0f}s", hint=f"see {self.workdir}")

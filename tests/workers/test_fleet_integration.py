@@ -102,6 +102,51 @@ def test_a_model_without_a_live_worker_fails_fast(dispatcher):
     assert time.monotonic() - t0 < 5
 
 
+SMALL_REGISTRY = {
+    "models": {
+        SMOL: {"backend": "vllm", "local": "smollm2-135m-instruct", "memory_gib": 1.9},
+        GEMMA: {"backend": "vllm", "local": "gemma3-270m", "chat": False, "memory_gib": 3.5},
+    },
+    "aggregator_model": SMOL,
+    "experts": {
+        "generalist": {"model": SMOL, "skills": ["general knowledge"], "sampling": {"max_tokens": 12}},
+        "physician": {"model": SMOL, "skills": ["medicine"], "sampling": {"max_tokens": 12}},
+        "encyclopedia": {"model": GEMMA, "skills": ["geography", "history"],
+                         "system_prompt": "The following are questions with short, factual answers.",
+                         "sampling": {"max_tokens": 8, "stop": ["\n"]}},
+    },
+}
+
+
+def test_cli_ask_with_the_celery_executor_then_jobs_show(fleet, tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    reg = tmp_path / "experts.yaml"
+    reg.write_text(yaml.safe_dump(SMALL_REGISTRY))
+    exe = str(Path(sys.executable).with_name("expertmix"))
+    ask = subprocess.run([exe, "ask", "What is the capital of Italy?", "--pipeline", "ensemble-vote",
+                          "--executor", "celery", "--experts", str(reg), "--json"],
+                         env=fleet.env(), capture_output=True, text=True, timeout=600)
+    assert ask.returncode == 0, ask.stderr[-2000:]
+    result = json.loads(ask.stdout)
+    answers = result["trace"]["answers"]
+    assert result["status"] == "ok" and answers and result["answer"].strip()
+    used = {a["model"] for a in answers}
+    assert result["trace"]["model_loads"] == {m: 1 for m in used}  # the workers' loads, at their start
+    listed = subprocess.run([exe, "jobs", "list", "--json"], env=fleet.env(), capture_output=True, text=True,
+                            timeout=120)
+    newest = json.loads(listed.stdout)[0]
+    assert newest["status"] == "done" and newest["done"] == newest["requested"] == len(answers)
+    shown = subprocess.run([exe, "jobs", "show", newest["run"], "--answers", "--json"], env=fleet.env(),
+                           capture_output=True, text=True, timeout=120)
+    assert {b["model"] for b in json.loads(shown.stdout)["batches"]} == used
+
+
 def test_kill_9_mid_batch_and_a_redis_restart_lose_and_duplicate_nothing(fleet, dispatcher):
     store = fleet.store()
     first, queued = chat("fault1", 6, max_tokens=32), chat("fault2", 3)
