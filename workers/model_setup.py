@@ -95,21 +95,33 @@ def ensure_models(
     for name in wanted:
         recipe = _recipe(name)
         target = root / name
-        if is_ready(target):
+        if is_ready(target, recipe):
             out[name] = target
             continue
         root.mkdir(parents=True, exist_ok=True)
         with _lock(root / f".{name}.lock"):
-            if not is_ready(target):  # another process may have finished it while we waited
+            if not is_ready(target, recipe):  # another process may have finished it while we waited
                 convert(recipe, target, progress=progress)
         out[name] = target
     return out
 
 
-def is_ready(folder: Path) -> bool:
-    """True when ``folder`` holds a finished conversion (its marker file is present and valid)."""
+def is_ready(folder: Path, recipe: LocalRecipe | None = None) -> bool:
+    """True when ``folder`` holds a finished conversion (its marker file is present and valid).
+
+    With ``recipe``, the marker must also match the installed source files' sizes (a package
+    upgrade means a new conversion); when the packages are gone the converted folder still counts.
+    """
     info = read_marker(folder)
-    return info is not None and info.get("recipe_version") == RECIPE_VERSION
+    if info is None or info.get("recipe_version") != RECIPE_VERSION:
+        return False
+    if recipe is None:
+        return True
+    try:
+        current = [{"path": str(p), "bytes": p.stat().st_size} for p in source_files(recipe)]
+    except ModelNotFoundError:
+        return True
+    return current == info.get("sources")
 
 
 def read_marker(folder: Path) -> dict | None:

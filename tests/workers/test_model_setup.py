@@ -30,6 +30,15 @@ class FakeDequantizer:
             raise KeyboardInterrupt("interrupted mid-conversion")
 
 
+@pytest.fixture
+def fake(monkeypatch) -> FakeDequantizer:
+    """Conversion without transformers (and without hashing the 98 MB GGUF)."""
+    dequantizer = FakeDequantizer()
+    monkeypatch.setattr(model_setup, "_dequantize_to_folder", dequantizer)
+    monkeypatch.setattr(model_setup, "_sha256", lambda path: "0" * 64)
+    return dequantizer
+
+
 @pytest.mark.unit
 def test_recipes_match_the_default_registry():
     from orchestrator.config import ExpertRegistry
@@ -39,9 +48,7 @@ def test_recipes_match_the_default_registry():
 
 
 @pytest.mark.unit
-def test_a_converted_folder_is_skipped_and_marker_written_last(tmp_path, monkeypatch):
-    fake = FakeDequantizer()
-    monkeypatch.setattr(model_setup, "_dequantize_to_folder", fake)
+def test_a_converted_folder_is_skipped_and_marker_written_last(tmp_path, monkeypatch, fake):
     paths = ensure_models([SMOL], models_dir=tmp_path, progress=False)
     assert paths == {SMOL: tmp_path / SMOL}
     marker = json.loads((tmp_path / SMOL / MARKER).read_text())
@@ -52,9 +59,8 @@ def test_a_converted_folder_is_skipped_and_marker_written_last(tmp_path, monkeyp
 
 
 @pytest.mark.unit
-def test_an_interrupted_conversion_leaves_nothing_and_is_redone(tmp_path, monkeypatch):
-    fake = FakeDequantizer(fail_times=1)
-    monkeypatch.setattr(model_setup, "_dequantize_to_folder", fake)
+def test_an_interrupted_conversion_leaves_nothing_and_is_redone(tmp_path, fake):
+    fake.fail_times = 1
     with pytest.raises(KeyboardInterrupt):
         ensure_models([SMOL], models_dir=tmp_path, progress=False)
     assert not (tmp_path / SMOL).exists()
@@ -63,15 +69,27 @@ def test_an_interrupted_conversion_leaves_nothing_and_is_redone(tmp_path, monkey
 
 
 @pytest.mark.unit
-def test_a_folder_without_marker_is_converted_again(tmp_path, monkeypatch):
-    fake = FakeDequantizer()
-    monkeypatch.setattr(model_setup, "_dequantize_to_folder", fake)
+def test_a_folder_without_marker_is_converted_again(tmp_path, monkeypatch, fake):
     partial = tmp_path / SMOL
     partial.mkdir()
     (partial / "model.safetensors").write_bytes(b"half a file")  # e.g. killed by an older version
     ensure_models([SMOL], models_dir=tmp_path, progress=False)
     assert fake.calls == 1
     assert not (partial / "model.safetensors").exists() and is_ready(partial)
+
+
+@pytest.mark.unit
+def test_changed_source_packages_trigger_a_new_conversion_but_missing_ones_do_not(tmp_path, monkeypatch, fake):
+    ensure_models([SMOL], models_dir=tmp_path, progress=False)
+    marker_path = tmp_path / SMOL / MARKER
+    marker = json.loads(marker_path.read_text())
+    marker["sources"][0]["bytes"] += 1  # as if the package had been upgraded
+    marker_path.write_text(json.dumps(marker))
+    ensure_models([SMOL], models_dir=tmp_path, progress=False)
+    assert fake.calls == 2
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: None)  # packages uninstalled
+    ensure_models([SMOL], models_dir=tmp_path, progress=False)
+    assert fake.calls == 2
 
 
 @pytest.mark.unit
