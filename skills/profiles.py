@@ -169,14 +169,22 @@ class ProfileStore:
         text = "".join(json.dumps(it.model_dump(exclude_none=True), ensure_ascii=False) + "\n" for it in items)
         (self.dir / ITEMS_FILE).write_text(text, encoding="utf-8")
 
-    def write_profiles(self, experts: dict[str, str]) -> dict[str, dict[str, int]]:
-        """One ``<expert>.profile.json`` per expert (``experts``: name -> model)."""
-        ids = {e: set() for e in experts}
-        for r in self.rows:
+    def current_rows(self, item_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Rows of the given items only (a dir may keep rows of items a later run dropped)."""
+        if item_ids is None:
+            return list(self.rows)
+        keep = set(item_ids)
+        return [r for r in self.rows if r["id"] in keep]
+
+    def write_profiles(self, experts: dict[str, str], item_ids: Iterable[str] | None = None) -> dict[str, dict[str, int]]:
+        """One ``<expert>.profile.json`` per expert (``experts``: name -> model) over ``item_ids``."""
+        rows = self.current_rows(item_ids)
+        ids: dict[str, set[str]] = {e: set() for e in experts}
+        for r in rows:
             ids.setdefault(r["expert"], set()).add(r["id"])
-        profiles = build_profiles(self.rows, experts)
+        profiles = build_profiles(rows, experts)
         for name, prof in profiles.items():
-            hits = [r["correct"] for r in self.rows if r["expert"] == name]
+            hits = [r["correct"] for r in rows if r["expert"] == name]
             data = {"expert": name, "model": experts.get(name), "questions": len(ids[name]),
                     "accuracy": round(sum(hits) / len(hits), 4) if hits else None,
                     "profile": dict(sorted(prof.items(), key=lambda kv: (-kv[1], kv[0])))}
@@ -265,14 +273,16 @@ def run_profiling(
                 rows = answer_chunk(pairs[start : start + chunk_size], model, ctx, max_tokens)
                 store.append(rows)
                 bar.update(len(rows))
-    profiles = store.write_profiles({n: ctx.registry.model_of(n).name for n in names})
+    ids = [it.id for it in items]
+    rows = store.current_rows(ids)
+    profiles = store.write_profiles({n: ctx.registry.model_of(n).name for n in names}, ids)
     summary = {
-        "questions": len(items), "experts": names, "answers": len(store.rows), "resumed": resumed,
+        "questions": len(items), "experts": names, "answers": len(rows), "resumed": resumed,
         "extractor": getattr(extractor, "name", type(extractor).__name__),
         "extractor_config": extractor.config() if hasattr(extractor, "config") else {},
         "keyword_seconds": round(t_kw, 2), "seconds": round(time.perf_counter() - t0, 2),
         "model_loads": ctx.dispatcher.model_loads(),
-        "accuracy": expert_accuracy(store.rows),
+        "accuracy": expert_accuracy(rows),
         "keywords": len({kw for p in profiles.values() for kw in p}),
     }
     store.write_json("manifest.json", summary)
