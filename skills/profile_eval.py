@@ -49,9 +49,11 @@ def evaluate_router(
     that of a uniformly random expert; ``best_single``: the expert best on the profile part, used
     for every held-out question; ``oracle``: a question counts if any expert got it right.
     """
+    experts = sorted({r["expert"] for r in rows})
+    complete = {q for q, answers in correctness(rows).items() if len(answers) == len(experts)}
+    rows = [r for r in rows if r["id"] in complete]  # only questions every expert answered
     train, test = split_ids(rows, holdout=holdout, seed=seed)
     train_set = set(train)
-    experts = sorted({r["expert"] for r in rows})
     profiles = build_profiles([r for r in rows if r["id"] in train_set], experts)
     router.set_profiles(profiles)
     table = correctness(rows)
