@@ -2,7 +2,9 @@
 
 Latency: one question per ``route`` call after warm-up (median and p95 over ``--single`` distinct
 questions). Throughput: one batched ``route`` call over a file of ``--n`` distinct questions
-(user-style prompts plus benchmark question stems), questions per second. With ``--cache`` the
+(user-style prompts plus benchmark question stems), questions per second, with the process CPU
+seconds and the load average beside it (on a shared machine wall time says more about the
+neighbours than about the router). With ``--cache`` the
 routers memoise embeddings per text and a second pass over the same file is timed too.
 
     .venv/bin/python bench/routing.py --n 1000 --single 50
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -47,6 +50,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def bench_router(name: str, texts: list[str], single: int, ctx: RunContext, cache: bool) -> dict:
+    from skills.embeddings import Embedder
+
+    Embedder.shared()._cache.clear()  # every router starts uncached: no help from the previous one
     router = make_router(name, **({"cache": True} if cache else {}))
     t0 = time.perf_counter()
     router.warm_up(ctx)
@@ -58,12 +64,13 @@ def bench_router(name: str, texts: list[str], single: int, ctx: RunContext, cach
         router.route([Question(id=f"s{i}", text=text)], ctx)
         lat.append((time.perf_counter() - t) * 1000)
     qs = [Question(id=f"q{i}", text=t) for i, t in enumerate(texts)]
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     decisions = router.route(qs, ctx)
-    batch_s = time.perf_counter() - t
+    batch_s, cpu_s = time.perf_counter() - t, time.process_time() - cpu
     out = {"router": name, "warm_up_s": round(warm, 2), "single_ms_median": round(statistics.median(lat), 2),
            "single_ms_p95": round(percentile(lat, 0.95), 2), "file_questions": len(qs),
-           "file_seconds": round(batch_s, 2), "file_questions_per_s": round(len(qs) / batch_s, 1)}
+           "file_seconds": round(batch_s, 2), "file_cpu_seconds": round(cpu_s, 2),
+           "file_questions_per_s": round(len(qs) / batch_s, 1), "load_avg_1m": round(os.getloadavg()[0], 1)}
     if cache:
         t = time.perf_counter()
         router.route(qs, ctx)
