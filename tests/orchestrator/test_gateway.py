@@ -247,3 +247,73 @@ def test_serve_fails_before_starting_on_a_bad_pipeline(capsys):
 
     assert main(["serve", "--pipeline", "no-such-pipeline", "--port", "0"]) == 2
     assert "unknown pipeline 'no-such-pipeline'" in capsys.readouterr().err
+
+
+# ---- --executor celery: the gateway over the Celery dispatcher, on fakeredis and a fake worker ----
+class FakeSmolWorker:
+    """Serves only ``smollm2-135m``: runs each sent batch task at once with the real batching code."""
+
+    MODEL = "smollm2-135m"
+
+    def __init__(self, store) -> None:
+        from orchestrator.config import ModelSpec
+        from workers.backends.fake import FakeBackend
+        from workers.fleet import beat
+        from workers.pool import ModelPool
+
+        self.store = store
+        backend = FakeBackend(ModelSpec(name=self.MODEL, backend="fake", path=self.MODEL),
+                              answers=lambda req, i: "Answer: 84")
+        self.pool = ModelPool({self.MODEL: backend.spec}, budget_gib=4, backend_factory=lambda spec: backend)
+        beat(store, "fake-smol-worker", [self.MODEL], {"loads": {self.MODEL: 1}}, ttl_s=10)
+
+    def send(self, model: str) -> str:
+        from workers import batching
+
+        batching.run_batch(self.store, self.pool.generate, model, "b0", max_batch=8, max_wait_s=0)
+        return "b0"
+
+
+@pytest.fixture
+def fleet_client():
+    import fakeredis
+
+    from workers.celery_dispatch import CeleryDispatcher
+    from workers.settings import FleetSettings
+    from workers.store import FleetStore
+
+    server = fakeredis.FakeServer()
+    store = FleetStore(fakeredis.FakeRedis(server=server, decode_responses=True))
+    registry = ExpertRegistry.default()
+    dispatcher = CeleryDispatcher(registry, FleetSettings(), store, send=FakeSmolWorker(store).send)
+    orch = Orchestrator(registry, Pipeline.load("ensemble-vote"), executor="celery", dispatcher=dispatcher)
+    with TestClient(create_app(orch)) as c:
+        yield c, server
+
+
+def test_fleet_answers_through_live_workers_and_readiness_lists_models_without_one(fleet_client):
+    client, _ = fleet_client
+    r = chat(client, expertmix_budget={"max_cost": 1.0})  # SmolLM2 experts only: the one live worker
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"] == "84"
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["executor"] == "celery"
+    assert ready.json()["models_without_worker"] == ["gemma3-270m", "qwen-coder-0.5b"]
+
+
+def test_fleet_without_a_live_worker_for_a_model_is_503(fleet_client):
+    client, _ = fleet_client
+    r = client.post("/v1/chat/completions", json={"model": "ensemble-vote", "messages": [
+        {"role": "user", "content": "Write a Python function to reverse a string."}]})
+    assert r.status_code == 503
+    err = r.json()["error"]
+    assert "no live worker for model(s) qwen-coder-0.5b" in err["message"] and "expertmix worker" in err["message"]
+    assert err["type"] == "service_unavailable_error"
+
+
+def test_fleet_readiness_is_503_when_redis_is_down(fleet_client):
+    client, server = fleet_client
+    server.connected = False
+    r = client.get("/readyz")
+    assert r.status_code == 503 and r.json()["ready"] is False and "Redis is unreachable" in r.json()["reason"]
+    assert client.get("/healthz").status_code == 200  # alive, just not ready
