@@ -116,7 +116,12 @@ class PipelineOrchestrators:
         """The orchestrator for an allowed pipeline name (built on first use)."""
         with self._guard:
             if name not in self._cache:
-                self._cache[name] = self._factory(name)
+                try:
+                    self._cache[name] = self._factory(name)
+                except ConfigError as exc:  # the gateway's own setup is wrong, not the request: a 500
+                    raise ExpertmixError(f"pipeline {name!r} is misconfigured on this gateway: {exc}",
+                                         hint="check the gateway's pipelines and expert registry; "
+                                              "`expertmix pipelines validate NAME` checks one") from exc
             return self._cache[name]
 
     def first(self) -> Orchestrator:
@@ -266,7 +271,10 @@ def readiness(orch: Orchestrator) -> dict[str, Any]:
         return body
     from workers.fleet import live_workers
 
-    store, ttl = orch.dispatcher.store, orch.dispatcher.settings.worker_ttl_s
+    store, settings = getattr(orch.dispatcher, "store", None), getattr(orch.dispatcher, "settings", None)
+    if store is None or settings is None:  # a custom fleet dispatcher: nothing more to probe
+        return body
+    ttl = settings.worker_ttl_s
     try:
         store.r.ping()
         body["models_without_worker"] = [m for m in sorted(orch.registry.models) if not live_workers(store, m, ttl_s=ttl)]

@@ -202,6 +202,19 @@ def test_backend_and_fleet_errors_map_to_5xx(exc, status, code):
     assert r.json()["error"]["message"] == str(exc) and r.json()["error"]["code"] == code
 
 
+def test_a_pipeline_the_gateway_cannot_build_is_a_500_not_the_clients_fault():
+    from orchestrator.errors import PipelineValidationError
+
+    def factory(name: str) -> Orchestrator:
+        raise PipelineValidationError(f"pipeline {name!r}, node 'router': unknown router 'category'")
+
+    with TestClient(create_app(factory, default_pipeline="ensemble-vote")) as c:
+        r = chat(c)
+    assert r.status_code == 500 and r.json()["error"]["type"] == "server_error"
+    assert "misconfigured on this gateway" in r.json()["error"]["message"]
+    assert "unknown router 'category'" in r.json()["error"]["message"]
+
+
 def test_unexpected_errors_are_500_without_internals():
     with TestClient(create_app(make_orch(dispatcher=FakeFailingDispatcher(RuntimeError("secret detail")))),
                     raise_server_exceptions=False) as c:
