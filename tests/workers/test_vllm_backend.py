@@ -13,6 +13,9 @@ from workers.backends.base import make_backend
 from workers.backends.vllm_backend import VllmBackend, VllmSettings
 
 
+FEW_SHOT = "Question: What is the capital of Italy?\nAnswer: Rome\n\nQuestion: What is the capital of France?\nAnswer:"
+
+
 def _rss_gib() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4096 / 2**30
@@ -53,7 +56,7 @@ def test_a_non_numeric_setting_is_a_config_error(monkeypatch):
 def test_gemma_base_model_completes_in_completion_style(real_pool):
     sampling = Sampling(max_tokens=8, stop=["\n"])
     reqs = [
-        GenerationRequest(key="g/prompt", model="gemma3-270m", prompt="The capital of France is", sampling=sampling),
+        GenerationRequest(key="g/prompt", model="gemma3-270m", prompt=FEW_SHOT, sampling=sampling),
         GenerationRequest(  # messages on a base model are rendered as "Question: ...\nAnswer:"
             key="g/messages",
             model="gemma3-270m",
