@@ -3,7 +3,7 @@
 ::
 
     expertmix serve [--host 127.0.0.1] [--port 8000] [--executor local|celery]
-                    [--experts REGISTRY.yaml] [--pipeline NAME|PATH.yaml]
+                    [--experts REGISTRY.yaml] [--pipeline NAME|PATH.yaml] [--max-batch 32]
 
 The default pipeline is built (and validated) before the server starts, so a bad option fails at
 once with the usual one-line error; engines load on the first request that needs them and are
@@ -32,6 +32,9 @@ def register(sub: Any) -> None:
     p.add_argument("--experts", metavar="REGISTRY.yaml", help="expert registry (default: the built-in one)")
     p.add_argument("--pipeline", default=DEFAULT_PIPELINE,
                    help=f"default pipeline, served as model `expertmix`: built-in name or YAML path (default {DEFAULT_PIPELINE})")
+    p.add_argument("--max-batch", type=int, default=32,
+                   help="local executor: requests arriving during a run are merged into the next one, "
+                        "up to this many questions (default 32; 1 runs them one by one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="server log level (default info)")
@@ -47,8 +50,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535:
         raise InputError(f"--port {args.port} is not a port number", hint="use 1-65535 (0 picks a free one)")
+    if args.max_batch < 1:
+        raise InputError(f"--max-batch {args.max_batch} is below 1", hint="use 1 to run requests one by one")
     orch = Orchestrator.from_defaults(args.pipeline, experts=args.experts, executor=args.executor, seed=args.seed)
-    app = create_app(orch)  # closes the dispatchers (engines) at shutdown
+    app = create_app(orch, max_batch=args.max_batch)  # closes the dispatchers (engines) at shutdown
     print(f"expertmix gateway on http://{args.host}:{args.port} (default pipeline {orch.pipeline.name}, "
           f"executor {args.executor}); POST /v1/chat/completions", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

@@ -49,13 +49,14 @@ from orchestrator.errors import (
 )
 from orchestrator.pipeline import Pipeline, builtin_pipelines
 from orchestrator.sdk import DEFAULT_PIPELINE, Orchestrator
-from orchestrator.types import Result
+from orchestrator.types import Question, Result
 from routers.base import Budget
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_ALIAS = "expertmix"  # the `model` value that means "this gateway's default pipeline"
 MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_MAX_BATCH = 32  # questions merged into one local run
 API_KEY_ENV = "EXPERTMIX_GATEWAY_API_KEY"  # when set, /v1/* requires `Authorization: Bearer <key>`
 
 OrchestratorFactory = Callable[[str], Orchestrator]
@@ -144,15 +145,16 @@ def _sibling(base: Orchestrator, name: str) -> Orchestrator:
 
 # ---- the app -----------------------------------------------------------------------------------
 def create_app(source: Orchestrator | OrchestratorFactory, *, default_pipeline: str | None = None,
-               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+               max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = DEFAULT_MAX_BATCH) -> FastAPI:
     """The gateway app over an orchestrator (its siblings share its engines) or a factory.
 
     ``source`` is either a ready :class:`Orchestrator` (its pipeline is the default; other
     built-in pipelines reuse its registry and dispatcher) or ``factory(pipeline_name)`` returning
     one (``default_pipeline`` names the default then). Engines are released at shutdown.
+    With local engines, concurrent requests are merged into runs of up to ``max_batch`` questions.
     """
     orchestrators = PipelineOrchestrators(source, default_pipeline=default_pipeline)
-    service = _ChatService(orchestrators)
+    service = _ChatService(orchestrators, max_batch=max_batch)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -162,6 +164,7 @@ def create_app(source: Orchestrator | OrchestratorFactory, *, default_pipeline: 
     app = FastAPI(title="expertmix gateway", version="0.1.0", lifespan=lifespan,
                   description="OpenAI-compatible chat completions over expertmix pipelines.")
     app.state.orchestrators = orchestrators
+    app.state.chat = service
     _add_error_handlers(app)
     app.add_middleware(_BodyLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(_ApiKeyMiddleware, key=os.environ.get(API_KEY_ENV) or None)  # outermost: before reading bodies
@@ -192,44 +195,79 @@ def create_app(source: Orchestrator | OrchestratorFactory, *, default_pipeline: 
 class _ChatService:
     """The body of ``POST /v1/chat/completions``: question out of the messages, answer into OpenAI shape."""
 
-    def __init__(self, orchestrators: PipelineOrchestrators) -> None:
+    def __init__(self, orchestrators: PipelineOrchestrators, *, max_batch: int) -> None:
         self.orchestrators = orchestrators
-        self._serial: asyncio.Lock | None = None
-        self._serial_loop: asyncio.AbstractEventLoop | None = None
+        self.local = _LocalRuns(max_batch)
 
     async def complete(self, req: ChatCompletionRequest) -> dict[str, Any]:
         if req.stream:
             raise InputError("streaming is not supported by the expertmix gateway",
                              hint="send the request with stream=false (the default)")
-        question = last_user_message(req.messages)
+        request_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        question = Question.make(last_user_message(req.messages), id=request_id)  # 400 before any queueing
         name = self.orchestrators.resolve(req.model)
         orch = await asyncio.to_thread(self.orchestrators.get, name)
-        request_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-        async with self._lock_for(orch):
-            result = await orch.aask(question, id=request_id, budget=req.expertmix_budget)
+        if orch.executor == "local":
+            result = await self.local.ask(orch, question, req.expertmix_budget)
+        else:  # the fleet takes concurrent runs; its workers coalesce them into batches
+            result = await orch.aask(question.text, id=request_id, budget=req.expertmix_budget)
         if result.status == "error":
             raise BackendError(f"pipeline {name!r} failed on request {request_id}: {result.error}")
         return chat_completion(result, request_id=request_id, model=name)
 
-    def _lock_for(self, orch: Orchestrator) -> Any:
-        """Local engines are one shared pool: runs of different pipelines take turns on it.
 
-        The fleet (``celery``) takes concurrent runs; its workers coalesce them into batches.
-        """
-        if orch.executor != "local":
-            return _NoLock()
+class _LocalRuns:
+    """Local engines are one shared pool: runs take turns on it, and the requests that arrive while
+    one runs join the next run together (up to ``max_batch``), so concurrent requests cost one batch
+    per model instead of one run each. Only requests for the same pipeline and budget are merged.
+    """
+
+    def __init__(self, max_batch: int) -> None:
+        if max_batch < 1:
+            raise ConfigError(f"max_batch must be >= 1, got {max_batch}", hint="use 1 to run requests one by one")
+        self.max_batch = max_batch
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def ask(self, orch: Orchestrator, question: Question, budget: Budget | None) -> Result:
         loop = asyncio.get_running_loop()
-        if self._serial_loop is not loop:  # an asyncio.Lock belongs to one event loop
-            self._serial, self._serial_loop = asyncio.Lock(), loop
-        return self._serial
+        if self._loop is not loop:  # asyncio primitives belong to one event loop
+            self._loop, self._turn, self._waiting = loop, asyncio.Lock(), {}
+        fut: asyncio.Future[Result] = loop.create_future()
+        group = self._waiting.setdefault((id(orch), budget.model_dump_json() if budget else ""), [])
+        group.append((question, fut))
+        while not fut.done():
+            async with self._turn:
+                if not fut.done():  # an earlier run may have answered it while this one waited
+                    batch = group[: self.max_batch]
+                    del group[: len(batch)]
+                    await self._run(orch, batch, budget)
+        return fut.result()
+
+    async def _run(self, orch: Orchestrator, batch: list[tuple[Question, asyncio.Future]], budget: Any) -> None:
+        try:
+            results = await orch.arun([q for q, _ in batch], budget=budget)
+        except asyncio.CancelledError:
+            _settle(batch, ExpertmixError("the run serving this request was cancelled", hint="send it again"))
+            raise
+        except _CLIENT_ERRORS as exc:
+            if len(batch) == 1:
+                _settle(batch, exc)
+                return
+            for item in batch:  # one question's problem must not fail the others: run each alone
+                await self._run(orch, [item], budget)
+        except Exception as exc:  # delivered to every waiting request; each handler maps it to a status
+            _settle(batch, exc)
+        else:
+            by_id = {r.id: r for r in results}
+            for q, fut in batch:
+                if not fut.done():
+                    fut.set_result(by_id[q.id])
 
 
-class _NoLock:
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
+def _settle(batch: list[tuple[Question, asyncio.Future]], exc: BaseException) -> None:
+    for _, fut in batch:
+        if not fut.done():
+            fut.set_exception(exc)
 
 
 def last_user_message(messages: list[ChatMessage]) -> str:

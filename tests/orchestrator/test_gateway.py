@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from orchestrator.config import ExpertRegistry
-from orchestrator.errors import BackendError, DispatchError
+from orchestrator.errors import BackendError, DispatchError, InputError
 from orchestrator.gateway import MAX_BODY_BYTES, create_app
 from orchestrator.pipeline import Pipeline, builtin_pipelines
 from orchestrator.sdk import Orchestrator
@@ -330,3 +334,63 @@ def test_fleet_readiness_is_503_when_redis_is_down(fleet_client):
     r = client.get("/readyz")
     assert r.status_code == 503 and r.json()["ready"] is False and "Redis is unreachable" in r.json()["reason"]
     assert client.get("/healthz").status_code == 200  # alive, just not ready
+
+
+# ---- local engines: concurrent requests merge into one run -----------------------------------------
+class FakeGatedDispatcher(FakeDispatcher):
+    """Holds its first call until ``gate`` opens; records each call's batch sizes per model."""
+
+    def __init__(self, reply=None) -> None:
+        super().__init__(reply)
+        self.gate, self.entered = threading.Event(), threading.Event()
+        self.calls: list[dict[str, int]] = []
+
+    def run_batches(self, groups, **kw):
+        self.entered.set()
+        assert self.gate.wait(10), "test gate never opened"
+        self.calls.append({m: len(g) for m, g in groups.items() if g})
+        return super().run_batches(groups, **kw)
+
+
+async def _concurrent(app, dispatcher, first: str, rest: list[str]) -> list[httpx.Response]:
+    """Send ``first``; while its run holds the engines, send ``rest``; then let everything run."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=30) as c:
+        def post(text: str):
+            return c.post("/v1/chat/completions", json={"model": "expertmix",
+                                                        "messages": [{"role": "user", "content": text}]})
+        head = asyncio.create_task(post(first))
+        while not dispatcher.entered.is_set():
+            await asyncio.sleep(0.01)
+        tail = [asyncio.create_task(post(t)) for t in rest]
+        local = app.state.chat.local
+        while sum(len(g) for g in local._waiting.values()) < len(rest):
+            await asyncio.sleep(0.01)
+        dispatcher.gate.set()
+        return await asyncio.gather(head, *tail)
+
+
+def test_requests_arriving_during_a_local_run_are_answered_by_one_merged_run():
+    dispatcher = FakeGatedDispatcher()
+    app = create_app(make_orch(dispatcher=dispatcher))
+    responses = asyncio.run(_concurrent(app, dispatcher, "What is 12 * 7?", ["What is 12 * 7?"] * 4))
+    assert [r.status_code for r in responses] == [200] * 5
+    assert len({r.json()["id"] for r in responses}) == 5
+    assert all(r.json()["choices"][0]["message"]["content"] == "84" for r in responses)
+    first, merged = dispatcher.calls  # two runs for five requests: one batch per model in each
+    assert merged == {m: 4 * n for m, n in first.items()}
+
+
+def test_one_bad_question_in_a_merged_run_fails_alone():
+    def reply(req):
+        if "poison" in str(req.messages or req.prompt):
+            raise InputError("a question the experts refuse", hint="ask something else")
+        return "Answer: 84"
+
+    dispatcher = FakeGatedDispatcher(reply)
+    app = create_app(make_orch(dispatcher=dispatcher))
+    responses = asyncio.run(_concurrent(app, dispatcher, "What is 12 * 7?",
+                                        ["What is 12 * 7?", "poison: what is 2 + 2?", "What is 12 * 7?"]))
+    assert [r.status_code for r in responses] == [200, 200, 400, 200]
+    assert "experts refuse" in responses[2].json()["error"]["message"]
+    assert len(dispatcher.calls) == 1 + 1 + 3  # the head run, the merged run that failed, each alone
