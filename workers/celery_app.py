@@ -18,6 +18,8 @@ Example::
 
 from __future__ import annotations
 
+import sys
+
 from celery import Celery
 
 from workers.settings import FleetSettings
@@ -54,23 +56,37 @@ def configure(settings: FleetSettings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_track_started=True,
+        task_store_errors_even_if_ignored=True,
         task_default_queue="expertmix.default",
         task_time_limit=settings.task_time_limit_s,
         task_soft_time_limit=max(1, settings.task_time_limit_s - 30),
         worker_proc_alive_timeout=settings.worker_start_timeout_s,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
-        task_annotations={TASK_NAME: {
-            "max_retries": settings.max_retries,
-            "time_limit": settings.task_time_limit_s,
-            "soft_time_limit": max(1, settings.task_time_limit_s - 30),
-        }},
+        task_annotations={TASK_NAME: task_policy(settings)},
     )
+    tasks = sys.modules.get("workers.tasks")
+    if tasks is not None:  # annotations apply once, when the task is bound: update a bound task too
+        for name, value in task_policy(settings).items():
+            setattr(tasks.generate_batch, name, value)
     app.expertmix_settings = settings
     return app
 
 
+def task_policy(settings: FleetSettings) -> dict[str, int]:
+    """Retry and time-limit attributes of the batch task under ``settings``."""
+    return {
+        "max_retries": settings.max_retries,
+        "time_limit": settings.task_time_limit_s,
+        "soft_time_limit": max(1, settings.task_time_limit_s - 30),
+    }
+
+
 def _drop_connections() -> None:
+    # Celery caches its result backend and connection pools per app; one process that talks to
+    # two Redis servers in turn (tests, benchmarks) must drop them or keep using the first one.
+    app._backend_cache = None
+    app._local.__dict__.pop("backend", None)
     if app._pool is not None:
         app._pool.force_close_all()
         app._pool = None

@@ -41,6 +41,7 @@ class BatchTask(Task):
     base=BatchTask,
     acks_late=True,
     reject_on_worker_lost=True,
+    ignore_result=True,  # answers live in the run store; failures still reach the result backend
     max_retries=_DEFAULTS.max_retries,
     time_limit=_DEFAULTS.task_time_limit_s,
     soft_time_limit=_DEFAULTS.task_time_limit_s - 30,

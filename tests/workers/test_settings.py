@@ -40,4 +40,22 @@ def test_celery_delivery_policy():
     assert conf.task_annotations[TASK_NAME] == {"max_retries": 5, "time_limit": 100, "soft_time_limit": 70}
     from workers.tasks import generate_batch
 
-    assert generate_batch.name == TASK_NAME and generate_batch.acks_late
+    assert generate_batch.name == TASK_NAME and generate_batch.acks_late and generate_batch.ignore_result
+    assert conf.task_store_errors_even_if_ignored
+
+
+def test_reconfiguring_for_another_redis_drops_cached_connections():
+    from workers.celery_app import configure
+
+    app = configure(FleetSettings(redis_url="redis://127.0.0.1:1/0"))
+    first = app.backend
+    app = configure(FleetSettings(redis_url="redis://127.0.0.1:2/0"))
+    assert app.backend is not first and app.conf.broker_url == "redis://127.0.0.1:2/0"
+
+
+def test_policy_follows_the_latest_settings():
+    from workers.celery_app import configure
+    from workers.tasks import generate_batch
+
+    configure(FleetSettings(max_retries=7, task_time_limit_s=300))
+    assert (generate_batch.max_retries, generate_batch.time_limit, generate_batch.soft_time_limit) == (7, 300, 270)
