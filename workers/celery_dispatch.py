@@ -122,24 +122,29 @@ class CeleryDispatcher:
         with tqdm(total=len(model_of), desc=label, unit="prompt", disable=not progress) as bar:
             while outstanding:
                 try:
-                    got = self._fetch(outstanding)
+                    got = self._poll(outstanding, model_of, watch)
                 except _redis_connection_errors() as exc:  # Redis restarting: its data persists, wait
                     log.warning("Redis unreachable while waiting (%s); retrying", exc)
-                    _check_deadline(deadline, outstanding, self.settings)
+                    got = {}
                     time.sleep(1.0)
-                    continue
                 out.update(got)
                 outstanding -= set(got)
                 bar.update(len(got))
-                if not outstanding:
-                    break
-                self._raise_failures(outstanding)
-                watch.check({model_of[k] for k in outstanding}, run=_runs(outstanding))
-                _check_deadline(deadline, outstanding, self.settings)
-                time.sleep(self.settings.poll_s)
+                if outstanding:
+                    _check_deadline(deadline, outstanding, self.settings)
+                    time.sleep(self.settings.poll_s)
         return out
 
     # ---- internals ------------------------------------------------------------------------
+    def _poll(self, outstanding: set[str], model_of: dict[str, str], watch: "_LivenessWatch") -> dict[str, Completion]:
+        """Answers that arrived; raises if any outstanding request failed or lost its workers."""
+        got = self._fetch(outstanding)
+        left = outstanding - set(got)
+        if left:
+            self._raise_failures(left)
+            watch.check({model_of[k] for k in left}, run=_runs(left))
+        return got
+
     def _check_models(self, models: list[str]) -> None:
         if self.registry is not None:
             for model in models:
