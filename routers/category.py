@@ -36,17 +36,27 @@ log = logging.getLogger(__name__)
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DEFAULT_MODEL_DIR = DATA_DIR
 DEFAULT_MAP = DATA_DIR / "category_map.yaml"
-WEIGHTS_FILE = "category_router.npz"
-META_FILE = "category_router.json"
 GENERAL = "general"
 
 
-def embed(texts: list[str], *, cache: bool = False) -> np.ndarray:
-    """Normalised MiniLM embeddings of ``texts`` (memoised per text when ``cache``)."""
+ENCODERS = ("minilm", "static")
+
+
+def embed(texts: list[str], *, cache: bool = False, encoder: str = "minilm") -> np.ndarray:
+    """Normalised embeddings of ``texts``: MiniLM (memoised per text when ``cache``) or static."""
+    if encoder == "static":
+        from routers.static_embed import StaticEmbedder
+
+        return StaticEmbedder.shared().encode(texts)
     from skills.embeddings import Embedder
 
     emb = Embedder.shared()
     return emb.encode_cached(texts) if cache else emb.encode(texts, batch_size=128)
+
+
+def weights_stem(encoder: str) -> str:
+    """File stem of a trained classifier for ``encoder`` (features differ, so weights do too)."""
+    return "category_router" if encoder == "minilm" else f"category_router_{encoder}"
 
 
 class CategoryModel:
@@ -67,17 +77,18 @@ class CategoryModel:
         e = np.exp(logits)
         return e / e.sum(axis=1, keepdims=True)
 
-    def save(self, out_dir: str | Path) -> Path:
-        """Write ``category_router.npz`` (weights) and ``category_router.json`` (classes + meta)."""
+    def save(self, out_dir: str | Path, stem: str = "category_router") -> Path:
+        """Write ``<stem>.npz`` (weights) and ``<stem>.json`` (classes + meta)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(out / WEIGHTS_FILE, weights=self.weights.astype(np.float16), bias=self.bias)
-        (out / META_FILE).write_text(json.dumps({"classes": self.classes, **self.meta}, indent=2) + "\n")
+        np.savez_compressed(out / f"{stem}.npz", weights=self.weights.astype(np.float16), bias=self.bias)
+        (out / f"{stem}.json").write_text(json.dumps({"classes": self.classes, **self.meta}, indent=2) + "\n")
         return out
 
     @classmethod
-    def load(cls, model_dir: str | Path) -> "CategoryModel":
+    def load(cls, model_dir: str | Path, stem: str = "category_router") -> "CategoryModel":
         d = Path(model_dir)
+        WEIGHTS_FILE, META_FILE = f"{stem}.npz", f"{stem}.json"
         if not (d / WEIGHTS_FILE).exists() or not (d / META_FILE).exists():
             raise ModelNotFoundError(
                 f"no trained category router in {d} (needs {WEIGHTS_FILE} and {META_FILE})",
@@ -142,13 +153,15 @@ class CategoryRouter:
 
     def __init__(
         self, k: int = 1, threshold: float | None = None, model_dir: str | Path | None = None,
-        category_map: str | Path | None = None, cache: bool = False, seed: int = 0,
+        category_map: str | Path | None = None, cache: bool = False, encoder: str = "minilm", seed: int = 0,
     ) -> None:
         if k < 1:
             raise ConfigError(f"category router: k must be >= 1, got {k}")
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ConfigError(f"category router: threshold must be in [0, 1], got {threshold}")
-        self.k, self.threshold, self.seed, self.cache = k, threshold, seed, cache
+        if encoder not in ENCODERS:
+            raise ConfigError(f"category router: unknown encoder {encoder!r}", hint=f"use one of: {', '.join(ENCODERS)}")
+        self.k, self.threshold, self.seed, self.cache, self.encoder = k, threshold, seed, cache, encoder
         self.model_dir = Path(model_dir) if model_dir else None
         self.category_map = Path(category_map) if category_map else None
         self._model: CategoryModel | None = None
@@ -158,12 +171,12 @@ class CategoryRouter:
         return {"k": self.k, "threshold": self.threshold,
                 "model_dir": str(self.model_dir) if self.model_dir else None,
                 "category_map": str(self.category_map) if self.category_map else None, "cache": self.cache,
-                "seed": self.seed}
+                "encoder": self.encoder, "seed": self.seed}
 
     @property
     def model(self) -> CategoryModel:
         if self._model is None:
-            self._model = CategoryModel.load(self.model_dir or DEFAULT_MODEL_DIR)
+            self._model = CategoryModel.load(self.model_dir or DEFAULT_MODEL_DIR, weights_stem(self.encoder))
         return self._model
 
     def effective_threshold(self) -> float:
@@ -172,7 +185,7 @@ class CategoryRouter:
 
     def warm_up(self, ctx: RunContext) -> None:
         self._map_for(ctx.registry)
-        embed([f"warm up {c}" for c in self.model.classes])
+        embed([f"warm up {c}" for c in self.model.classes], encoder=self.encoder)
 
     def _map_for(self, registry: ExpertRegistry) -> dict[str, list[str]]:
         if self._maps is None or self._maps[0] != id(registry):
@@ -182,7 +195,7 @@ class CategoryRouter:
 
     def classify(self, texts: list[str]) -> tuple[list[str], np.ndarray]:
         """(category per text after the confidence fallback, class-probability matrix)."""
-        probs = self.model.predict_proba(embed(texts, cache=self.cache)) if texts else np.zeros((0, 0))
+        probs = self.model.predict_proba(embed(texts, cache=self.cache, encoder=self.encoder)) if texts else np.zeros((0, 0))
         cats = self.categories_from_probs(probs)
         return cats, probs
 

@@ -133,16 +133,15 @@ def classification_metrics(y_true: list[str], y_pred: list[str], labels: list[st
 
 def train_and_evaluate(
     rows: list[Example], out_dir: str | Path, *, test_fraction: float = 0.2, C: float = 4.0,
-    threshold: float = 0.3, progress: bool = False, embeddings: np.ndarray | None = None,
+    threshold: float = 0.3, progress: bool = False, embeddings: np.ndarray | None = None, encoder: str = "minilm",
 ) -> tuple[CategoryModel, dict[str, Any]]:
     """Embed, split by item id, fit on the train side, report test metrics, save to ``out_dir``.
 
     The saved model never saw the test split, so tests can re-measure it honestly.
     """
-    from skills.embeddings import Embedder
+    from routers.category import embed, weights_stem
 
-    X = embeddings if embeddings is not None else Embedder.shared().encode(
-        [r.text for r in rows], batch_size=128, progress=progress)
+    X = embeddings if embeddings is not None else embed([r.text for r in rows], encoder=encoder)
     labels = [r.category for r in rows]
     w = np.array([r.weight for r in rows], dtype=np.float64)
     test = np.array([is_test(r.id, test_fraction) for r in rows])
@@ -160,8 +159,8 @@ def train_and_evaluate(
         if user:
             report["test_user"] = classification_metrics([truth[i] for i in user], [pred[i] for i in user],
                                                          model.classes)
-    model.meta.update({"threshold": threshold, "embedding": "all-MiniLM-L6-v2", "n_rows": len(rows),
+    model.meta.update({"threshold": threshold, "embedding": "all-MiniLM-L6-v2", "encoder": encoder, "n_rows": len(rows),
                        "test_fraction": test_fraction, "test_accuracy": report.get("test", {}).get("accuracy"),
                        "test_macro_f1": report.get("test", {}).get("macro_f1")})
-    model.save(out_dir)
+    model.save(out_dir, weights_stem(encoder))
     return model, report
