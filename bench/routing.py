@@ -9,8 +9,8 @@ routers memoise embeddings per text and a second pass over the same file is time
 
     .venv/bin/python bench/routing.py --n 1000 --single 50
 
-Routers: ``category`` (MiniLM features), ``category:static`` (static token table distilled from
-MiniLM, numpy only) and ``embedding``. Prints one JSON object per router.
+Routers: ``category`` and ``embedding`` on MiniLM, and ``:static`` variants on the static token
+table distilled from MiniLM (numpy only). Prints one JSON object per router.
 """
 
 from __future__ import annotations
@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1000, help="questions in the file (default 1000)")
     ap.add_argument("--single", type=int, default=50, help="single-question calls for latency (default 50)")
-    ap.add_argument("--routers", nargs="+", default=["category", "category:static", "embedding"],
-                    help="router names; NAME:ENCODER picks the category router's encoder")
+    ap.add_argument("--routers", nargs="+", default=["category", "category:static", "embedding", "embedding:static"],
+                    help="router names; NAME:ENCODER picks the router's encoder")
     ap.add_argument("--cache", action="store_true", help="memoise embeddings and time a second pass")
     args = ap.parse_args(argv)
     registry = ExpertRegistry.default()

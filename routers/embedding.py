@@ -5,6 +5,7 @@ Each expert is represented by the all-MiniLM-L6-v2 embeddings of its example que
 ...]}``). A question's score for an expert is the mean of its ``top_n`` highest cosine similarities
 to that expert's examples (``top_n=1`` is the max). Adding an expert needs no training: it is
 indexed the first time a registry containing it is seen, or through :meth:`add_examples`.
+``encoder: static`` uses the fast static token table (:mod:`routers.static_embed`) instead of MiniLM.
 
 Example::
 
@@ -44,20 +45,25 @@ class EmbeddingRouter:
 
     def __init__(
         self, k: int = 1, top_n: int = 3, examples_files: list[str] | None = None,
-        use_description: bool = True, cache: bool = False, seed: int = 0,
+        use_description: bool = True, cache: bool = False, encoder: str = "minilm", seed: int = 0,
     ) -> None:
+        from routers.category import ENCODERS
+
         if k < 1 or top_n < 1:
             raise ConfigError(f"embedding router: k and top_n must be >= 1, got k={k}, top_n={top_n}")
         self.k, self.top_n, self.seed = k, top_n, seed
         self.examples_files = [str(p) for p in examples_files or []]
-        self.use_description, self.cache = use_description, cache
+        if encoder not in ENCODERS:
+            raise ConfigError(f"embedding router: unknown encoder {encoder!r}", hint=f"use one of: {', '.join(ENCODERS)}")
+        self.use_description, self.cache, self.encoder = use_description, cache, encoder
         self._extra: dict[str, list[str]] = {}
         self._texts: dict[str, list[str]] = {}
         self._vecs: dict[str, np.ndarray] = {}
 
     def config(self) -> dict[str, Any]:
         return {"k": self.k, "top_n": self.top_n, "examples_files": list(self.examples_files),
-                "use_description": self.use_description, "cache": self.cache, "seed": self.seed}
+                "use_description": self.use_description, "cache": self.cache,
+                "encoder": self.encoder, "seed": self.seed}
 
     def add_examples(self, expert: str, examples: list[str]) -> None:
         """Give ``expert`` more example questions (no retraining; indexed on next use)."""
@@ -87,13 +93,13 @@ class EmbeddingRouter:
 
     def _index(self, registry: ExpertRegistry) -> dict[str, np.ndarray]:
         """Embeddings per expert; only experts whose example texts changed are (re-)encoded."""
-        from skills.embeddings import Embedder
+        from routers.category import embed
 
         wanted = self.examples_for(registry)
         stale = [n for n, texts in wanted.items() if texts and (n not in self._vecs or self._texts.get(n) != texts)]
         if stale:
             flat = [t for n in stale for t in wanted[n]]
-            vecs = Embedder.shared().encode(flat)
+            vecs = embed(flat, encoder=self.encoder)
             start = 0
             for n in stale:
                 self._vecs[n] = vecs[start:start + len(wanted[n])]
@@ -107,7 +113,7 @@ class EmbeddingRouter:
 
         index = self._index(registry)
         names = list(index)
-        q = embed(texts, cache=self.cache)
+        q = embed(texts, cache=self.cache, encoder=self.encoder)
         out = np.zeros((len(texts), len(names)), dtype=np.float32)
         for j, name in enumerate(names):
             sims = q @ index[name].T
