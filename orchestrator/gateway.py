@@ -376,7 +376,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        # the ASGI server logs the traceback (Starlette re-raises after this response is sent)
+        log.error("unexpected %s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc)
         message = f"internal error ({type(exc).__name__}); the gateway log has the traceback"
         return JSONResponse(error_body(message, 500, exc), status_code=500)
 
