@@ -71,7 +71,8 @@ def choose_aggregator(
     sampling = Sampling(temperature=0.0, max_tokens=max_tokens)
     groups = {
         m: [build_request(ctx.key("aggregator", m, s["id"]), reg.model(m), SYNTHESIS_SYSTEM,
-                          synthesis_user_prompt(by_id[s["id"]].prompt(), s["answers"]), sampling) for s in sets]
+                          synthesis_user_prompt(by_id[s["id"]].prompt(chat=reg.model(m).chat), s["answers"]),
+                          sampling) for s in sets]
         for m in names
     }
     done = ctx.dispatcher.run_batches(groups, label="aggregator", progress=ctx.progress)

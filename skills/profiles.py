@@ -64,12 +64,16 @@ class ValidationItem(BaseModel):
 
     model_config = {"extra": "ignore"}
 
-    def prompt(self) -> str:
-        """The question as experts see it while profiling: options listed, answer format asked."""
+    def prompt(self, *, chat: bool = True) -> str:
+        """The question as experts see it while profiling: options listed, answer format asked.
+
+        A base model (``chat=False``) gets no format instruction: its completion prompt already ends
+        with ``Answer:`` and it would copy a ``<letter>`` placeholder literally (measured on Gemma).
+        """
         text = self.question.strip()
         if self.choices and "\nA." not in text and "\n(A)" not in text:
             text = format_choices(text, self.choices)
-        return f"{text}\n\n{ANSWER_FORMAT[self.answer_type or 'number']}"
+        return f"{text}\n\n{ANSWER_FORMAT[self.answer_type or 'number']}" if chat else text
 
 
 def load_items(path: str | Path, *, limit: int | None = None) -> list[ValidationItem]:
@@ -229,7 +233,8 @@ def answer_chunk(
     for it, name in chunk:
         expert = reg.expert(name)
         sampling = expert.sampling.model_copy(update={"max_tokens": max_tokens}) if max_tokens else None
-        requests.append(expert_request(ctx.key("profile", it.id, name), expert, reg.model(model), it.prompt(),
+        spec = reg.model(model)
+        requests.append(expert_request(ctx.key("profile", it.id, name), expert, spec, it.prompt(chat=spec.chat),
                                        sampling=sampling))
     done = ctx.dispatcher.run_batches({model: requests}, label="profile")
     rows = []

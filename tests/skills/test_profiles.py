@@ -95,6 +95,7 @@ def test_load_items_detects_types_and_rejects_bad_lines(tmp_path):
     got = load_items(p)
     assert [(it.id, it.answer_type) for it in got] == [("a", "choice"), ("b", "number")]
     assert "Answer: <letter>" in got[0].prompt()
+    assert got[0].prompt(chat=False) == "Pick\nA. x\nB. y"  # a base model would copy the placeholder
     p.write_text("{not json\n")
     with pytest.raises(InputError, match="val.jsonl:1: not a labelled item"):
         load_items(p)

@@ -1,0 +1,60 @@
+"""Skill router on real parts: the shipped default profiles, the real MiniLM embedding model, and
+the recorded correctness table of the real profiling run (skills/data/default_profiles)."""
+
+import time
+
+import pytest
+
+from orchestrator.config import ExpertRegistry
+from orchestrator.context import RunContext
+from orchestrator.types import Question
+from routers.base import make_router
+from routers.skill import DEFAULT_PROFILES, SkillRouter
+from skills.profile_eval import evaluate_router
+from skills.profiles import read_rows
+from workers.dispatch import LocalDispatcher
+from workers.pool import ModelPool
+
+pytestmark = pytest.mark.integration
+
+
+def real_ctx(seed=0):
+    reg = ExpertRegistry.default()
+    # the embedding extractor never calls a model: this pool stays empty (nothing loads)
+    return RunContext(registry=reg, dispatcher=LocalDispatcher(ModelPool(reg.models)), seed=seed)
+
+
+def test_router_recovers_the_better_experts_on_the_recorded_table():
+    rows = read_rows(DEFAULT_PROFILES / "correctness.jsonl")
+    assert len({r["expert"] for r in rows}) == 7
+    # repeated random splits: profile on 70% of the questions, route the held-out 30%
+    reports = [evaluate_router(SkillRouter(), rows, real_ctx(split), holdout=0.3, seed=split) for split in range(10)]
+    routed = sum(r["routed"] for r in reports) / len(reports)
+    rand = sum(r["random"] for r in reports) / len(reports)
+    best = sum(r["best_single"] for r in reports) / len(reports)
+    oracle = sum(r["oracle"] for r in reports) / len(reports)
+    print(f"10 splits x {reports[0]['heldout_questions']} held-out questions: routed accuracy {routed:.3f} vs random "
+          f"expert {rand:.3f}; best single expert on the profile part {best:.3f}; oracle {oracle:.3f}; "
+          f"chosen (split 0): {reports[0]['chosen']}")
+    assert routed > rand + 0.03
+
+
+def test_default_router_routes_real_questions_quickly_and_deterministically():
+    questions = [
+        Question(id="gsm", text="A baker makes 24 muffins and sells 15. How many muffins are left?"),
+        Question(id="med", text="Which nerve supplies the diaphragm?\nA. Phrenic\nB. Vagus\nC. Radial\nD. Ulnar"),
+        Question(id="law", text="What does the doctrine of stare decisis require courts to do?"),
+        Question(id="hist", text="Who was the first president of the United States?"),
+    ]
+    router = make_router("skill")
+    ctx = real_ctx()
+    router.warm_up(ctx)
+    t0 = time.perf_counter()
+    decisions = router.route(questions, ctx)
+    per_q = (time.perf_counter() - t0) / len(questions)
+    print(f"skill router latency after warm-up: {per_q * 1000:.1f} ms/question; "
+          + "; ".join(f"{d.question_id}: {d.skills} -> {d.names}" for d in decisions))
+    assert per_q < 1.0
+    assert all(d.skills and len(d.experts) == 3 and set(d.names) <= set(ctx.registry.experts) for d in decisions)
+    assert {"arithmetic", "word problems", "counting", "mental math"} & set(decisions[0].skills)
+    assert [d.names for d in router.route(questions, real_ctx())] == [d.names for d in decisions]
