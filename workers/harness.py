@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -51,6 +52,8 @@ class LocalFleet:
     # ---- redis -----------------------------------------------------------------------------
     def start_redis(self) -> None:
         """Start (or restart, same data folder) the Redis server with appendfsync always."""
+        if shutil.which("redis-server") is None:
+            raise DispatchError("redis-server is not installed", hint="run `scripts/setup.sh --with-redis`")
         self.workdir.mkdir(parents=True, exist_ok=True)
         cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
                "--appendonly", "yes", "--appendfsync", "always", "--save", ""]
