@@ -58,7 +58,7 @@ def generate_batch(self: Task, model: str) -> dict:
     except BackendError as exc:
         if not exc.transient:
             raise
-        raise self.retry(exc=exc, countdown=settings.retry_backoff_s * 2 ** self.request.retries)
+        raise self.retry(exc=exc, countdown=min(300, settings.retry_backoff_s * 2 ** self.request.retries))
     if summary.more_pending:  # more requests than this batch could take: make sure a task drains them
         send_batch_task(model)
     return summary.as_dict()
