@@ -22,7 +22,11 @@ MODEL = "smollm2-135m"
 
 @pytest.fixture
 def fake_worker(monkeypatch):
-    """This process as a started worker: FakeBackend engine, fakeredis store (tasks run with ``apply``)."""
+    """This process as a started worker: FakeBackend engine, fakeredis store (tasks run with ``apply``).
+
+    Celery's result backend is in memory, so failed tasks' records never reach a real Redis.
+    """
+    from workers import celery_app
     from workers.celery_app import configure
 
     store = FleetStore(fakeredis.FakeRedis(decode_responses=True))
@@ -31,10 +35,14 @@ def fake_worker(monkeypatch):
     pool = ModelPool({MODEL: backend.spec}, budget_gib=4, backend_factory=lambda s: backend)
     runtime = WorkerRuntime(ExpertRegistry.default(), [MODEL], pool=pool)
     configure(settings)
+    celery_app.app.conf.result_backend = "cache+memory://"
+    celery_app._drop_connections()
     monkeypatch.setattr(worker, "_runtime", runtime)
     monkeypatch.setitem(worker._plan, "store", store)
     monkeypatch.setitem(worker._plan, "settings", settings)
-    return store, backend
+    yield store, backend
+    celery_app.app.conf.result_backend = settings.redis_url
+    celery_app._drop_connections()
 
 
 def _enqueue(store, n: int) -> None:
