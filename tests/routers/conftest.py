@@ -51,11 +51,13 @@ def keyword_reply(request) -> str:
 
 @pytest.fixture
 def fake_embedder(monkeypatch):
-    """Every ``Embedder.shared()`` user in this test gets a :class:`FakeEmbedder`."""
+    """Every ``Embedder.shared()`` and ``StaticEmbedder.shared()`` user in this test gets a :class:`FakeEmbedder`."""
+    from routers.static_embed import StaticEmbedder
     from skills.embeddings import Embedder
 
     fake = FakeEmbedder()
     monkeypatch.setattr(Embedder, "_shared", fake)
+    monkeypatch.setattr(StaticEmbedder, "_shared", fake)
     return fake
 
 

@@ -52,7 +52,7 @@ def test_missing_model_dir_says_how_to_train(tmp_path):
 
 
 def test_low_confidence_goes_to_general(fake_ctx, monkeypatch):
-    router = CategoryRouter(threshold=0.6)
+    router = CategoryRouter(threshold=0.6, encoder="minilm")
     probs = np.full(9, 0.5 / 8)
     probs[router.model.classes.index("math")] = 0.5
     monkeypatch.setattr(router.model, "predict_proba", lambda X: np.tile(probs, (len(X), 1)))
