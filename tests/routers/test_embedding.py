@@ -69,3 +69,23 @@ def test_k_experts_ranked_by_score(fake_ctx):
 def test_bad_params_are_config_errors():
     with pytest.raises(ConfigError, match="top_n"):
         EmbeddingRouter(top_n=0)
+
+
+def test_default_examples_file_is_loaded_for_the_default_registry_only(registry):
+    from routers.embedding import DEFAULT_EXAMPLES
+
+    shipped = load_examples_file(DEFAULT_EXAMPLES)
+    assert set(shipped) <= set(registry.experts) and all(len(v) >= 20 for v in shipped.values())
+    with_file = EmbeddingRouter().examples_for(registry)
+    without = EmbeddingRouter(default_examples=False).examples_for(registry)
+    assert all(len(with_file[n]) > len(without[n]) for n in shipped)
+    assert shipped["coder"][0] in with_file["coder"] and shipped["coder"][0] not in without["coder"]
+    custom = with_chef(registry)  # another registry: names may mean other experts, so no default file
+    assert EmbeddingRouter().examples_for(custom)["coder"] == EmbeddingRouter(default_examples=False).examples_for(custom)["coder"]
+
+
+def test_default_examples_never_contain_heldout_prompts(heldout_prompts):
+    from routers.embedding import DEFAULT_EXAMPLES
+
+    shipped = {t.lower().strip() for texts in load_examples_file(DEFAULT_EXAMPLES).values() for t in texts}
+    assert not [t for t, _ in heldout_prompts if t.lower().strip() in shipped]
