@@ -9,8 +9,10 @@ routers memoise embeddings per text and a second pass over the same file is time
 
     .venv/bin/python bench/routing.py --n 1000 --single 50
 
-Routers: ``category`` and ``embedding`` on MiniLM, and ``:static`` variants on the static token
-table distilled from MiniLM (numpy only). Prints one JSON object per router.
+Routers: ``category:minilm`` and ``embedding`` on MiniLM, ``:static`` variants on the static token
+table distilled from MiniLM (numpy only), and ``category:cascade`` (the category router's default:
+static first, MiniLM only for questions the static classifier is unsure of). Prints one JSON
+object per router; cascade rows add ``minilm_share``, the fraction of the file sent to MiniLM.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def bench_router(spec: str, texts: list[str], single: int, ctx: RunContext, cache: bool) -> dict:
+def bench_router(spec: str, texts: list[str], single: int, ctx: RunContext, cache: bool,
+                 cascade_threshold: float | None = None) -> dict:
     from skills.embeddings import Embedder
 
     Embedder.shared()._cache.clear()  # every router starts uncached: no help from the previous one
@@ -58,6 +61,8 @@ def bench_router(spec: str, texts: list[str], single: int, ctx: RunContext, cach
     params = {"cache": True} if cache else {}
     if encoder:
         params["encoder"] = encoder
+    if encoder == "cascade" and cascade_threshold is not None:
+        params["cascade_threshold"] = cascade_threshold
     router = make_router(name, **params)
     t0 = time.perf_counter()
     router.warm_up(ctx)
@@ -72,7 +77,8 @@ def bench_router(spec: str, texts: list[str], single: int, ctx: RunContext, cach
     t, cpu = time.perf_counter(), time.process_time()
     decisions = router.route(qs, ctx)
     batch_s, cpu_s = time.perf_counter() - t, time.process_time() - cpu
-    out = {"router": spec, "warm_up_s": round(warm, 2), "single_ms_median": round(statistics.median(lat), 2),
+    out = {"router": spec, **({"cascade_threshold": router.cascade_threshold} if encoder == "cascade" else {}),
+           "warm_up_s": round(warm, 2), "single_ms_median": round(statistics.median(lat), 2),
            "single_ms_p95": round(percentile(lat, 0.95), 2), "file_questions": len(qs),
            "file_seconds": round(batch_s, 2), "file_cpu_seconds": round(cpu_s, 2),
            "file_questions_per_s": round(len(qs) / batch_s, 1), "load_avg_1m": round(os.getloadavg()[0], 1)}
@@ -82,6 +88,8 @@ def bench_router(spec: str, texts: list[str], single: int, ctx: RunContext, cach
         again = time.perf_counter() - t
         out["cached_file_questions_per_s"] = round(len(qs) / again, 1)
     assert len(decisions) == len(qs)
+    if getattr(router, "encoder", None) == "cascade":
+        out["minilm_share"] = round(float(router.probabilities(texts)[1].mean()), 3)
     return out
 
 
@@ -89,9 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1000, help="questions in the file (default 1000)")
     ap.add_argument("--single", type=int, default=50, help="single-question calls for latency (default 50)")
-    ap.add_argument("--routers", nargs="+", default=["category", "category:static", "embedding", "embedding:static"],
+    ap.add_argument("--routers", nargs="+", default=["category:minilm", "category:static", "category:cascade", "embedding", "embedding:static"],
                     help="router names; NAME:ENCODER picks the router's encoder")
     ap.add_argument("--cache", action="store_true", help="memoise embeddings and time a second pass")
+    ap.add_argument("--cascade-threshold", type=float, default=None,
+                    help="cascade_threshold for category:cascade (default: the router's)")
     args = ap.parse_args(argv)
     registry = ExpertRegistry.default()
     ctx = RunContext(registry=registry, dispatcher=LocalDispatcher(ModelPool(registry.models)))
@@ -103,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         threads = None
     for name in args.routers:
-        print(json.dumps({**bench_router(name, texts, args.single, ctx, args.cache), "torch_threads": threads}))
+        print(json.dumps({**bench_router(name, texts, args.single, ctx, args.cache, args.cascade_threshold), "torch_threads": threads}))
     return 0
 
 

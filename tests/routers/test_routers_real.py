@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def category_router(real_embedder):
-    router = make_router("category")
+    router = make_router("category", encoder="minilm")  # the cascade default: test_cascade_real.py
     registry = ExpertRegistry.default()
     router.warm_up(RunContext(registry=registry, dispatcher=FakeDispatcher()))
     return router
