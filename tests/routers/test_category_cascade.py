@@ -27,7 +27,7 @@ class FakeEncoders:
     def __init__(self) -> None:
         self.calls: dict[str, list[list[str]]] = {"static": [], "minilm": []}
 
-    def __call__(self, texts, *, cache=False, encoder="minilm"):
+    def __call__(self, texts, *, cache=False, encoder="minilm", batch_size=128):
         self.calls[encoder].append(list(texts))
         X = np.zeros((len(texts), 2), dtype=np.float32)
         for i, t in enumerate(texts):
