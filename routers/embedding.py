@@ -70,6 +70,7 @@ class EmbeddingRouter:
         self._extra: dict[str, list[str]] = {}
         self._texts: dict[str, list[str]] = {}
         self._vecs: dict[str, np.ndarray] = {}
+        self._files: dict[str, tuple[float, dict[str, list[str]]]] = {}
 
     def config(self) -> dict[str, Any]:
         return {"k": self.k, "top_n": self.top_n, "examples_files": list(self.examples_files),
@@ -96,7 +97,7 @@ class EmbeddingRouter:
         if self.default_examples and registry.source == BUILTIN_SOURCE and DEFAULT_EXAMPLES.exists():
             paths.insert(0, str(DEFAULT_EXAMPLES))
         for path in paths:
-            for name, texts in load_examples_file(path).items():
+            for name, texts in self._examples_file(path).items():
                 files.setdefault(name, []).extend(texts)
         out = {}
         for name, spec in registry.experts.items():
@@ -108,6 +109,13 @@ class EmbeddingRouter:
             raise ConfigError(f"embedding router: no expert of {registry.source} has examples or a description",
                               hint="add `examples:` to the experts or pass examples_files")
         return out
+
+    def _examples_file(self, path: str) -> dict[str, list[str]]:
+        """An examples file, parsed once per modification time (routing calls this per batch)."""
+        mtime = Path(path).stat().st_mtime if Path(path).exists() else -1.0
+        if path not in self._files or self._files[path][0] != mtime:
+            self._files[path] = (mtime, load_examples_file(path))
+        return self._files[path][1]
 
     def _index(self, registry: ExpertRegistry) -> dict[str, np.ndarray]:
         """Embeddings per expert; only experts whose example texts changed are (re-)encoded."""

@@ -89,3 +89,15 @@ def test_default_examples_never_contain_heldout_prompts(heldout_prompts):
 
     shipped = {t.lower().strip() for texts in load_examples_file(DEFAULT_EXAMPLES).values() for t in texts}
     assert not [t for t, _ in heldout_prompts if t.lower().strip() in shipped]
+
+
+def test_examples_files_are_parsed_once_not_per_route(fake_ctx, monkeypatch):
+    import routers.embedding as embedding
+
+    calls = []
+    real = embedding.load_examples_file
+    monkeypatch.setattr(embedding, "load_examples_file", lambda path: calls.append(path) or real(path))
+    router = EmbeddingRouter(k=1)
+    for i in range(3):
+        router.route([Question(id=f"q{i}", text="What is 15% of 240?")], fake_ctx)
+    assert calls == [str(embedding.DEFAULT_EXAMPLES)]
