@@ -133,6 +133,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _quiet_libraries(verbose: bool) -> None:
+    # vLLM logs to stdout by default, which would corrupt `--json` output: logs belong on stderr.
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     if verbose:
         logging.basicConfig(level=logging.INFO)
         return

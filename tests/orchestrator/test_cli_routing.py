@@ -14,9 +14,12 @@ pytestmark = pytest.mark.unit
 
 @pytest.fixture(autouse=True)
 def fake_embedder(monkeypatch):
+    from routers.static_embed import StaticEmbedder
     from skills.embeddings import Embedder
 
-    monkeypatch.setattr(Embedder, "_shared", FakeEmbedder())
+    fake = FakeEmbedder()
+    monkeypatch.setattr(Embedder, "_shared", fake)
+    monkeypatch.setattr(StaticEmbedder, "_shared", fake)  # the cascade's static encoder too
 
 
 def write_jsonl(path, rows):

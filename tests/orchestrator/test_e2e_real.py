@@ -105,6 +105,7 @@ def test_cli_ask_json_readme_command():
            "ask", "What is 15% of 240?", "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip(), f"no JSON on stdout; stderr ends with: {proc.stderr[-3000:]}"
     data = json.loads(proc.stdout)
     assert data["answer"].strip()
     assert isinstance(data["experts"], list) and data["experts"]
