@@ -19,7 +19,7 @@ import os
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
@@ -28,6 +28,23 @@ from orchestrator.errors import ConfigError, UnknownNameError
 from orchestrator.types import Sampling
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def env_number(name: str, default: float) -> float:
+    """A numeric setting from the environment, with a one-line error naming the variable."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number", hint=f"unset it or give a number (default {default})") from None
+
+
+def env_flag(name: str, default: bool) -> bool:
+    """A boolean setting from the environment (1/true/yes/on are true)."""
+    raw = os.environ.get(name)
+    return default if raw is None else raw.strip().lower() in {"1", "true", "yes", "on"}
 
 
 def expertmix_home() -> Path:

@@ -57,7 +57,6 @@ def _last_of_type(pipeline: Pipeline, nodes: dict[str, Any], type_name: str) -> 
 def _results(pipeline, nodes, values, questions, timings, loads) -> list[Result]:
     router = _last_of_type(pipeline, nodes, "router")
     experts = _last_of_type(pipeline, nodes, "experts")
-    aggregator = _last_of_type(pipeline, nodes, "aggregator")
     out_node = pipeline.nodes_of_type("output")[0]
     (src, port, _), = pipeline.in_edges(out_node)
     finals = values[(src, port)]

@@ -16,14 +16,13 @@ Example::
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import Counter, OrderedDict
 from typing import Callable, Mapping
 
-from orchestrator.config import ModelSpec
-from orchestrator.errors import ConfigError, UnknownNameError
+from orchestrator.config import ModelSpec, env_number
+from orchestrator.errors import UnknownNameError
 from orchestrator.types import Completion, GenerationRequest
 from workers.backends.base import Backend, make_backend
 
@@ -32,11 +31,7 @@ log = logging.getLogger(__name__)
 
 def default_budget_gib() -> float:
     """``EXPERTMIX_POOL_GIB`` or 12 GiB (three small engines fit; a 24 GiB machine keeps headroom)."""
-    raw = os.environ.get("EXPERTMIX_POOL_GIB", "12")
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"EXPERTMIX_POOL_GIB={raw!r} is not a number", hint="set it to GiB, e.g. 12") from None
+    return env_number("EXPERTMIX_POOL_GIB", 12.0)
 
 
 class ModelPool:

@@ -28,7 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from orchestrator.config import ModelSpec
+from orchestrator.config import ModelSpec, env_number
 from orchestrator.errors import BackendError, ConfigError, ExpertmixError
 from orchestrator.types import Completion, GenerationRequest
 from workers.backends.base import BACKENDS
@@ -56,8 +56,8 @@ class LitellmBackend:
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
-        self.concurrency = int(_env_number("EXPERTMIX_LITELLM_CONCURRENCY", 8))
-        self.timeout_s = _env_number("EXPERTMIX_LITELLM_TIMEOUT_S", 120)
+        self.concurrency = int(env_number("EXPERTMIX_LITELLM_CONCURRENCY", 8))
+        self.timeout_s = env_number("EXPERTMIX_LITELLM_TIMEOUT_S", 120)
         self._litellm: Any = None
 
     @property
@@ -161,12 +161,3 @@ class LitellmBackend:
             transient=transient,
         )
 
-
-def _env_number(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number", hint=f"unset it or give a number (default {default})") from None

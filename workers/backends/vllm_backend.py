@@ -31,8 +31,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from orchestrator.config import ModelSpec
-from orchestrator.errors import BackendError, ConfigError, ModelNotFoundError
+from orchestrator.config import ModelSpec, env_flag, env_number
+from orchestrator.errors import BackendError, ModelNotFoundError
 from orchestrator.types import Completion, GenerationRequest, Sampling
 from workers.backends.base import BACKENDS
 from workers.backends.prompting import completion_text, conversation
@@ -63,9 +63,9 @@ class VllmSettings(BaseModel):
         gpu = _has_gpu() if gpu is None else gpu
         return cls(
             dtype=os.environ.get("EXPERTMIX_VLLM_DTYPE", "bfloat16" if gpu else "float32"),
-            enforce_eager=_env_flag("EXPERTMIX_VLLM_ENFORCE_EAGER", not gpu),
-            kv_cache_memory_bytes=int(_env_number("EXPERTMIX_VLLM_KV_CACHE_MIB", 256) * (1 << 20)),
-            gpu_memory_utilization=_env_number("EXPERTMIX_VLLM_GPU_MEMORY_UTILIZATION", 0.3) if gpu else None,
+            enforce_eager=env_flag("EXPERTMIX_VLLM_ENFORCE_EAGER", not gpu),
+            kv_cache_memory_bytes=int(env_number("EXPERTMIX_VLLM_KV_CACHE_MIB", 256) * (1 << 20)),
+            gpu_memory_utilization=env_number("EXPERTMIX_VLLM_GPU_MEMORY_UTILIZATION", 0.3) if gpu else None,
         )
 
 
@@ -206,16 +206,3 @@ def _has_gpu() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def _env_flag(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
-    return default if raw is None else raw.strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _env_number(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number", hint=f"unset it or give a number (default {default})") from None
