@@ -71,4 +71,4 @@ install_python
 log "preparing local models (converted once, then cached)"
 "$VENV/bin/expertmix" setup-models
 [ "$WITH_REDIS" = 1 ] && ensure_redis
-log "ready: try  .venv/bin/expertmix ask \"What is 12 * 7?\""
+log "ready: try  .venv/bin/expertmix ask \"What is 15% of 240?\""
