@@ -6,6 +6,7 @@ answer can be extracted, the top-scored expert's full answer is used, and the tr
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from typing import Any
 
@@ -13,13 +14,30 @@ from aggregators.base import AGGREGATORS, Aggregated, AggregationItem
 from orchestrator.context import RunContext
 from orchestrator.errors import ConfigError
 
-ANSWER_TYPES = ("auto", "choice", "number", "boxed")
+ANSWER_TYPES = ("auto", "choice", "number", "boxed", "text")
+_NUMERIC_QUESTION = re.compile(r"\d|how (?:many|much|long|far|old)|calculate|compute|solve|percent|average", re.I)
+
+
+def question_kind(question: str) -> str:
+    """``auto`` detection: choice / boxed / number from the grader, ``text`` for free-form questions."""
+    from skills.grading import detect_answer_type
+
+    kind = detect_answer_type(question)
+    return "text" if kind == "number" and not _NUMERIC_QUESTION.search(question) else kind
+
+
+def normalise_text(answer: str) -> str | None:
+    """A free-form answer's first line, lowercased, without punctuation (the unit of a text vote)."""
+    first = next((line for line in answer.strip().splitlines() if line.strip()), "")
+    norm = " ".join(re.sub(r"[^\w\s]", " ", first.lower()).split())
+    return norm or None
 
 
 @AGGREGATORS.register("vote")
 class VoteAggregator:
     """Majority vote. ``answer_type``: ``auto`` (detected from the question), ``choice``,
-    ``number`` or ``boxed``."""
+    ``number``, ``boxed`` or ``text`` (free-form answers agree when their normalised first lines
+    match; when none agree, the top-scored expert's answer wins)."""
 
     name = "vote"
 
@@ -35,18 +53,23 @@ class VoteAggregator:
         return [self._one(item) for item in items]
 
     def _one(self, item: AggregationItem) -> Aggregated:
-        from skills.grading import detect_answer_type, extract_answer
+        from skills.grading import extract_answer
 
-        kind = self.answer_type if self.answer_type != "auto" else detect_answer_type(item.question.text)
+        kind = self.answer_type if self.answer_type != "auto" else question_kind(item.question.text)
         votes: dict[str, list[float]] = defaultdict(list)
+        texts: dict[str, str] = {}
         for ans in item.answers:
-            value = extract_answer(ans.text, kind)
+            value = normalise_text(ans.text) if kind == "text" else extract_answer(ans.text, kind)
             if value is not None:
                 votes[value].append(ans.score)
+                texts.setdefault(value, ans.text.strip())
+        if kind == "text" and votes and max(len(v) for v in votes.values()) < 2:
+            votes = {}  # free-form answers that all differ: no majority to speak of
         if not votes:
             best = max(item.answers, key=lambda a: a.score) if item.answers else None
             return Aggregated(answer=best.text.strip() if best else "", aggregator=self.name,
                               notes=[f"vote: no extractable {kind} answer; used the top-scored expert's answer"])
         winner = max(votes, key=lambda v: (len(votes[v]), sum(votes[v])))
         tally = ", ".join(f"{v}: {len(s)}" for v, s in sorted(votes.items(), key=lambda kv: -len(kv[1])))
-        return Aggregated(answer=winner, aggregator=self.name, notes=[f"vote ({kind}): {tally}"])
+        answer = texts[winner] if kind == "text" else winner
+        return Aggregated(answer=answer, aggregator=self.name, notes=[f"vote ({kind}): {tally}"])

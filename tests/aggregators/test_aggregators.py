@@ -69,3 +69,17 @@ def test_synthesis_passes_single_answer_through():
 def test_registered_names():
     make_aggregator("vote")
     assert {"vote", "synthesis"} <= set(AGGREGATORS.names())
+
+
+def test_vote_on_free_form_questions_matches_whole_answers():
+    q = "What is the capital of Australia?"
+    out = make_aggregator("vote").aggregate(
+        [item(q, ("Canberra.", 0.2), ("canberra", 0.3), ("Sydney", 0.9))], ctx())
+    assert out[0].answer == "Canberra." and "vote (text)" in out[0].notes[0]
+
+
+def test_vote_on_free_form_answers_that_all_differ_uses_the_top_scored():
+    q = "What is the difference between a list and a tuple in Python?"
+    out = make_aggregator("vote").aggregate(
+        [item(q, ("Lists are mutable; there are 2 kinds.", 0.2), ("Tuples are immutable; Python 3.", 0.9))], ctx())
+    assert out[0].answer == "Tuples are immutable; Python 3." and "no extractable text" in out[0].notes[0]
