@@ -37,13 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ask(sub)
     _add_run(sub)
     for mod in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(mod)
-        except ModuleNotFoundError as exc:  # TODO(lead): drop once every command module has landed
-            if exc.name != mod:
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(mod).register(sub)
     return parser
 
 
