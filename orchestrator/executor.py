@@ -18,14 +18,19 @@ from orchestrator.types import ExpertChoice, NodeTiming, Question, Result, Trace
 log = logging.getLogger(__name__)
 
 
-def execute(pipeline: Pipeline, questions: list[Question], ctx: RunContext) -> list[Result]:
-    """Run ``pipeline`` on ``questions`` with ``ctx``; one result per question, in order."""
+def execute(pipeline: Pipeline, questions: list[Question], ctx: RunContext,
+            nodes: dict[str, Any] | None = None) -> list[Result]:
+    """Run ``pipeline`` on ``questions`` with ``ctx``; one result per question, in order.
+
+    ``nodes`` (from ``pipeline.instantiate()``) lets a caller that runs the same pipeline many
+    times keep its routers' loaded profiles and classifiers instead of rebuilding them per run.
+    """
     if not questions:
         return []
     ids = [q.id for q in questions]
     if len(set(ids)) != len(ids):
         raise ConfigError("question ids repeat within one run", hint="give every question a unique id")
-    nodes = pipeline.instantiate()
+    nodes = nodes if nodes is not None else pipeline.instantiate()
     for node in nodes.values():
         node.warm_up(ctx)
     loads_before = dict(ctx.dispatcher.model_loads())

@@ -44,6 +44,7 @@ class Orchestrator:
 
         self.registry = registry
         self.pipeline = pipeline.validate()
+        self._nodes = self.pipeline.instantiate()  # built once; routers keep what they load
         self.executor = executor
         self.dispatcher = dispatcher or make_dispatcher(executor, registry)
         self.seed = seed
@@ -98,7 +99,7 @@ class Orchestrator:
         if run_id:
             ctx.run_id = run_id
         with self._lock:
-            return execute(self.pipeline, questions, ctx)
+            return execute(self.pipeline, questions, ctx, self._nodes)
 
 
 def _as_questions(items: Iterable[Question | str]) -> list[Question]:
