@@ -28,7 +28,7 @@ from typing import Any
 from orchestrator.config import ExpertRegistry
 from orchestrator.errors import ConfigError, DispatchError
 from orchestrator.types import Completion, GenerationRequest
-from workers.store import FleetStore
+from workers.store import FleetStore, decode_hash
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +62,7 @@ def live_workers(store: FleetStore, model: str, *, ttl_s: float) -> list[str]:
 
 def worker_info(store: FleetStore, worker_id: str) -> dict[str, Any]:
     """What a worker last reported (models, loads, batches, pid, host, beat time)."""
-    raw = store.r.hgetall(store.k("worker", worker_id))
-    out: dict[str, Any] = {"id": worker_id}
-    for k, v in raw.items():
-        try:
-            out[k] = json.loads(v)
-        except (TypeError, ValueError):
-            out[k] = v
-    return out
+    return {"id": worker_id, **decode_hash(store.r.hgetall(store.k("worker", worker_id)))}
 
 
 def all_workers(store: FleetStore, models: list[str], *, ttl_s: float) -> list[dict[str, Any]]:

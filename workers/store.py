@@ -177,7 +177,7 @@ class FleetStore:
         pipe.execute()
 
     def batch(self, batch_id: str) -> dict[str, Any]:
-        return _decode(self.r.hgetall(self.k("batch", batch_id)))
+        return decode_hash(self.r.hgetall(self.k("batch", batch_id)))
 
     def push_failed(self, record: dict[str, Any]) -> None:
         pipe = self.r.pipeline()
@@ -201,7 +201,8 @@ def _by_run(requests: Iterable[GenerationRequest]) -> dict[str, list[GenerationR
     return out
 
 
-def _decode(data: dict[str, str]) -> dict[str, Any]:
+def decode_hash(data: dict[str, str]) -> dict[str, Any]:
+    """A Redis hash whose values are JSON where they parse (plain strings otherwise)."""
     out: dict[str, Any] = {}
     for k, v in data.items():
         try:
