@@ -149,7 +149,7 @@ class AggregatorNode(Node):
             self.aggregator = make_aggregator(aggregator, **params)
         except TypeError as exc:
             raise PipelineValidationError(f"node {name!r}: bad params for aggregator {aggregator!r}: {exc}",
-                                          hint="check the aggregator's settings in docs/aggregators.md") from None
+                                          hint="check the aggregator's settings in docs/pipelines.md") from None
 
     def run(self, ctx: RunContext, *, questions: list[Question], answers: list[list[ExpertAnswer]]) -> dict[str, list[Any]]:
         from aggregators.base import AggregationItem
