@@ -13,9 +13,10 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from orchestrator.errors import InputError
+from orchestrator.runfile import question_records
 
 ROUTER_CHOICES = ("skill", "category", "embedding", "keyword")
 
@@ -105,31 +106,11 @@ def decision_row(decision: Any, extra: dict[str, Any] | None = None) -> dict[str
     return row
 
 
-def read_questions(path: Path) -> Iterator[tuple[dict[str, Any], Any]]:
-    """(raw record, Question) per line of a JSONL file; a bad line raises InputError naming it."""
-    from orchestrator.types import Question, check_question
-
-    if not path.exists():
-        raise InputError(f"{path}: no such file", hint="check the --input path")
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                text = rec["question"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise InputError(f"{path}:{n}: expected a JSON object with a `question` field",
-                                 hint='write lines like {"id": "1", "question": "..."}') from None
-            qid = str(rec.get("id", n))
-            yield rec, Question(id=qid, text=check_question(text, where=f"{path}:{n}"))
-
-
 def route_file(router: Any, ctx: Any, path: Path, out: Any, batch_size: int = 256) -> int:
     """Route every question of ``path`` in batches, writing one JSON line per question to ``out``."""
     from tqdm import tqdm
 
-    rows = list(read_questions(path))
+    rows = [(rec, q) for _, rec, q in question_records(path, require_id=False)]
     router.warm_up(ctx)
     bar = tqdm(total=len(rows), unit="q", desc=f"route ({router.name})", disable=not ctx.progress, file=sys.stderr)
     for start in range(0, len(rows), batch_size):
@@ -193,7 +174,7 @@ def evaluate_router(router: Any, ctx: Any, path: Path, batch_size: int = 256) ->
     """Route a labelled file; metrics on categories (or on top experts when lines carry `expert`)."""
     from routers.category_train import classification_metrics
 
-    rows = list(read_questions(path))
+    rows = [(rec, q) for _, rec, q in question_records(path, require_id=False)]
     by_expert = all("expert" in rec for rec, _ in rows)
     if not by_expert and not all("category" in rec for rec, _ in rows):
         raise InputError(f"{path}: every line needs a `category` (or every line an `expert`) label")

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from tqdm.auto import tqdm
 
@@ -20,27 +20,39 @@ from orchestrator.errors import InputError
 from orchestrator.types import Question, check_question
 
 
-def read_questions(path: Path) -> list[Question]:
-    """Parse and validate every line ``{"id": ..., "question": ...}``."""
+def question_records(path: Path, *, require_id: bool = True) -> Iterator[tuple[str, dict[str, Any], Question]]:
+    """``("file:line", raw record, Question)`` per non-blank line of a JSONL file ``{"id": ..., "question": ...}``.
+
+    A bad line raises :class:`InputError` naming the file and line. Without ``require_id`` a
+    missing id becomes the line number (routing files); extra fields stay in the raw record.
+    """
     if not path.exists():
         raise InputError(f"{path}: no such file", hint="pass a JSONL file with one {\"id\", \"question\"} object per line")
+    needs = "`id` and `question`" if require_id else "a `question`"
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{n}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{where}: not valid JSON ({exc.msg})", hint="one JSON object per line") from None
+            if not isinstance(obj, dict) or "question" not in obj or (require_id and "id" not in obj):
+                raise InputError(f"{where}: each line needs {needs}", hint='e.g. {"id": "1", "question": "..."}')
+            qid = str(obj.get("id", n))
+            yield where, obj, Question(id=qid, text=check_question(obj["question"], where=where))
+
+
+def read_questions(path: Path) -> list[Question]:
+    """Parse and validate every line; ids are required and unique (resuming relies on them)."""
     questions: list[Question] = []
     seen: set[str] = set()
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{where}: not valid JSON ({exc.msg})", hint="one JSON object per line") from None
-        if not isinstance(obj, dict) or "question" not in obj or "id" not in obj:
-            raise InputError(f"{where}: each line needs `id` and `question`", hint='e.g. {"id": "1", "question": "..."}')
-        qid = str(obj["id"])
-        if qid in seen:
-            raise InputError(f"{where}: duplicate id {qid!r}", hint="ids must be unique within a file")
-        seen.add(qid)
-        questions.append(Question(id=qid, text=check_question(obj["question"], where=where)))
+    for where, _, q in question_records(path):
+        if q.id in seen:
+            raise InputError(f"{where}: duplicate id {q.id!r}", hint="ids must be unique within a file")
+        seen.add(q.id)
+        questions.append(q)
     if not questions:
         raise InputError(f"{path}: no questions in the file")
     return questions
