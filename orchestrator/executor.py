@@ -47,7 +47,7 @@ def execute(pipeline: Pipeline, questions: list[Question], ctx: RunContext,
         timings.append(NodeTiming(node=name, type=node.type_name, seconds=round(time.perf_counter() - t0, 4)))
         values.update({(name, port): v for port, v in out.items()})
     loads = _delta(loads_before, ctx.dispatcher.model_loads())
-    return _results(pipeline, nodes, values, questions, timings, loads)
+    return _results(pipeline, nodes, values, questions, timings, loads, ctx.notes)
 
 
 def _delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
@@ -59,7 +59,7 @@ def _last_of_type(pipeline: Pipeline, nodes: dict[str, Any], type_name: str) -> 
     return order[-1] if order else None
 
 
-def _results(pipeline, nodes, values, questions, timings, loads) -> list[Result]:
+def _results(pipeline, nodes, values, questions, timings, loads, run_notes) -> list[Result]:
     router = _last_of_type(pipeline, nodes, "router")
     experts = _last_of_type(pipeline, nodes, "experts")
     out_node = pipeline.nodes_of_type("output")[0]
@@ -82,7 +82,7 @@ def _results(pipeline, nodes, values, questions, timings, loads) -> list[Result]
             timings=timings,
             model_loads=loads,
             answers=answers[i] if answers else [],
-            notes=[*(d.notes if d else []), *f.notes],
+            notes=[*run_notes, *(d.notes if d else []), *f.notes],  # run notes: fallbacks any node took
         )
         chosen = [ExpertChoice(name=c.name, score=round(c.score, 6)) for c in d.experts] if d else []
         results.append(Result(id=q.id, question=q.text, answer=f.answer, experts=chosen,

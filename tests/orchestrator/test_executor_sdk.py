@@ -98,3 +98,22 @@ def test_close_releases_dispatcher():
     with orch() as o:
         o.ask("hello there")
     assert o.dispatcher.closed
+
+
+def test_run_level_notes_reach_every_trace():
+    """A fallback a component records on the run context (ctx.notes) is visible in the trace."""
+    from routers.base import ROUTERS
+    from routers.keyword import FixedRouter
+
+    class NotingRouter(FixedRouter):
+        def route(self, questions, ctx):
+            ctx.notes.append("noting router: fell back to something")
+            return super().route(questions, ctx)
+
+    ROUTERS.add("test-noting", NotingRouter)
+    p = Pipeline.load("ensemble-vote").to_dict()
+    p["nodes"][1]["params"] = {"router": "test-noting", "experts": ["generalist"]}
+    o = Orchestrator(ExpertRegistry.default(), Pipeline.from_dict(p), dispatcher=FakeDispatcher())
+    results = o.run(["first question", "second question"])
+    assert all("noting router: fell back to something" in r.trace.notes for r in results)
+    assert o.ask("third question").trace.notes.count("noting router: fell back to something") == 1
