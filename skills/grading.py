@@ -5,7 +5,10 @@ often chain-of-thought, completion. ``answer_type`` is one of :data:`ANSWER_TYPE
 
 - ``"choice"``: a letter A-J (gold may be a letter or a 0-based index),
 - ``"number"``: the ``#### X`` / ``Answer: X`` / ``\\boxed{X}`` value, else the last number,
-- ``"boxed"``: the last ``\\boxed{...}`` (simple LaTeX normalised), else ``Answer: X``.
+- ``"boxed"``: the last ``\\boxed{...}`` (simple LaTeX normalised), else ``Answer: X``,
+- ``"boolean"``: ``yes`` / ``no`` (true/false count), the stated answer first, else the first word,
+- ``"exact"``: the ``Answer: X`` line (else the first line), normalised text (case, punctuation,
+  articles); it matches a gold answer equal to it or contained in it as a whole phrase.
 
 Example::
 
@@ -24,7 +27,7 @@ from fractions import Fraction
 
 from orchestrator.errors import InputError
 
-ANSWER_TYPES = ("choice", "number", "boxed")
+ANSWER_TYPES = ("choice", "number", "boxed", "boolean", "exact")
 LETTERS = "ABCDEFGHIJ"
 
 _NUM = r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+"
@@ -63,6 +66,10 @@ def extract_answer(text: str | None, answer_type: str, *, choices: list[str] | N
         return _extract_choice(text, choices)
     if answer_type == "number":
         return _extract_number(text)
+    if answer_type == "boolean":
+        return _extract_boolean(text)
+    if answer_type == "exact":
+        return _extract_exact(text)
     return _extract_boxed(text)
 
 
@@ -81,6 +88,13 @@ def normalize_gold(gold: object, answer_type: str) -> str:
         return letter
     if answer_type == "number":
         return _canonical_number(str(gold)) or str(gold).strip()
+    if answer_type == "boolean":
+        value = _extract_boolean(str(gold))
+        if value is None:
+            raise InputError(f"gold answer {gold!r} is not a boolean", hint="use yes/no or true/false")
+        return value
+    if answer_type == "exact":
+        return normalize_text(str(gold))
     return normalize_latex(str(gold))
 
 
@@ -92,6 +106,8 @@ def is_correct(text: str | None, gold: object, answer_type: str, *, choices: lis
     want = normalize_gold(gold, answer_type)
     if got == want:
         return True
+    if answer_type == "exact":
+        return bool(want) and f" {want} " in f" {got} "
     if answer_type in ("number", "boxed"):
         a, b = _as_fraction(got), _as_fraction(want)
         return a is not None and b is not None and abs(float(a) - float(b)) < 1e-6
@@ -131,6 +147,32 @@ def _extract_choice(text: str, choices: list[str] | None) -> str | None:
         if found:
             return LETTERS[max(found)[1]]
     return None
+
+
+# ---- boolean and exact text --------------------------------------------------------------
+_BOOL = {"yes": "yes", "true": "yes", "correct": "yes", "no": "no", "false": "no", "incorrect": "no"}
+_BOOL_WORD = re.compile(r"\b(yes|no|true|false|correct|incorrect)\b", re.IGNORECASE)
+
+
+def _extract_boolean(text: str) -> str | None:
+    for source in (*reversed(_ANSWER_LINE.findall(text)), text.strip()[:40]):
+        m = _BOOL_WORD.search(source)
+        if m:
+            return _BOOL[m.group(1).lower()]
+    m = _BOOL_WORD.search(text)
+    return _BOOL[m.group(1).lower()] if m else None
+
+
+def normalize_text(s: str) -> str:
+    """Lower case, no punctuation, no articles, single spaces (SQuAD-style answer normalisation)."""
+    s = re.sub(r"[^\w\s]", " ", s.lower())
+    return " ".join(w for w in s.split() if w not in ("a", "an", "the"))
+
+
+def _extract_exact(text: str) -> str | None:
+    lines = _ANSWER_LINE.findall(text)
+    raw = lines[-1] if lines else next((ln for ln in text.strip().splitlines() if ln.strip()), "")
+    return normalize_text(raw.strip().split("\n")[0]) or None
 
 
 # ---- numbers -----------------------------------------------------------------------------

@@ -69,4 +69,23 @@ def test_export_jsonl_round_trip(tmp_path):
 
 
 def test_all_tasks_listed():
-    assert set(TASKS) == {"mmlu", "medmcqa", "gsm8k", "math", "arc_challenge", "arc_easy", "humaneval", "mbpp"}
+    assert set(TASKS) == {"mmlu", "medmcqa", "gsm8k", "math", "arc_challenge", "arc_easy", "sciq", "boolq", "humaneval",
+                          "mbpp", *(f"basic_skills/{s}" for s in ("arithmetic", "coding", "common_knowledge",
+                                                                   "logical_reasoning", "pattern", "string_operations"))}
+    for name in TASKS:
+        assert load_task(name, split="dev"), name
+
+
+def test_eval_tasks_sciq_boolq_basic_skills_and_code_tests():
+    sciq = load_task("sciq", split="test", limit=3)
+    assert all(it.answer in "ABCD" and "\nD. " in it.question for it in sciq)
+    boolq = load_task("boolq", split="test", limit=3)
+    assert {it.answer for it in boolq} <= {"yes", "no"} and all(it.answer_type == "boolean" for it in boolq)
+    arith = load_task("basic_skills/arithmetic", split="test", limit=3)
+    assert all(it.answer_type == "choice" and it.category == "math" for it in arith)
+    he = load_task("humaneval", split="test", limit=2)
+    assert all(it.tests and "def check" in it.tests and it.entry_point for it in he)
+    mbpp = load_task("mbpp", split="test", limit=2)
+    assert all(it.tests and it.tests.startswith("assert") for it in mbpp)
+    val = {it.id for it in load_task("boolq", split="validation")}
+    assert val and not val & {it.id for it in load_task("boolq", split="test")}

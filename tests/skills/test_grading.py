@@ -82,3 +82,25 @@ def test_a_reply_that_only_echoes_the_options_states_no_answer():
     echoed = "A. first pharyngeal arch.\nB. second pharyngeal arch.\nC. third pharyngeal arch."
     assert extract_answer(echoed, "choice") is None
     assert extract_answer(echoed + "\n\nThe correct answer is: C. third", "choice") == "C"
+
+
+def test_boolean_and_exact_answers():
+    assert extract_answer("No, they are different birds.", "boolean") == "no"
+    assert extract_answer("Reasoning... Answer: True", "boolean") == "yes"
+    assert is_correct("Answer: yes", "true", "boolean") and not is_correct("Answer: no", "yes", "boolean")
+    assert is_correct("Answer: The Eiffel Tower.", "eiffel tower", "exact")
+    assert not is_correct("Answer: Big Ben", "eiffel tower", "exact")
+    with pytest.raises(InputError, match="not a boolean"):
+        normalize_gold("maybe", "boolean")
+
+
+def test_code_runs_in_a_limited_subprocess():
+    from skills.code_exec import extract_code, humaneval_program, run_tests
+
+    assert run_tests("def add(a, b):\n    return a + b", "assert add(2, 3) == 5").passed
+    assert run_tests("def add(a, b):\n    return a - b", "assert add(2, 3) == 5").error == "AssertionError"
+    assert run_tests("while True: pass", "", timeout_s=1).timeout
+    assert run_tests("x = bytearray(10**10)", "").error == "MemoryError"
+    assert extract_code("Sure:\n```python\ndef f():\n    return 1\n```\nDone.") == "def f():\n    return 1\n"
+    prog = humaneval_program("def inc(x):\n", "    return x + 1\n", "def check(c):\n    assert c(1) == 2", "inc")
+    assert run_tests(prog, "").passed
