@@ -17,7 +17,7 @@ from aggregators.base import AGGREGATORS, Aggregated, AggregationItem
 from orchestrator.context import RunContext
 from orchestrator.errors import ConfigError
 from orchestrator.prompts import SYNTHESIS_SYSTEM, build_request, strip_reasoning, synthesis_user_prompt
-from orchestrator.types import Sampling
+from orchestrator.core import Sampling
 
 
 @AGGREGATORS.register("synthesis")

@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from orchestrator.config import ExpertRegistry  # noqa: E402
 from orchestrator.pipeline import Pipeline  # noqa: E402
-from orchestrator.sdk import Orchestrator  # noqa: E402
-from orchestrator.types import Question  # noqa: E402
+from orchestrator.faces.sdk import Orchestrator  # noqa: E402
+from orchestrator.core import Question  # noqa: E402
 from workers.dispatch import LocalDispatcher  # noqa: E402
 from workers.pool import ModelPool  # noqa: E402
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from orchestrator.config import ExpertRegistry  # noqa: E402
 from orchestrator.prompts import build_request  # noqa: E402
-from orchestrator.types import Sampling  # noqa: E402
+from orchestrator.core import Sampling  # noqa: E402
 from workers.backends.vllm_backend import VllmBackend  # noqa: E402
 
 QUESTIONS = [

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestrator.types import GenerationRequest, Sampling  # noqa: E402
+from orchestrator.core import GenerationRequest, Sampling  # noqa: E402
 from workers.harness import LocalFleet  # noqa: E402
 
 MODELS = ("smollm2-135m", "gemma3-270m")

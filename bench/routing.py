@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from orchestrator.config import ExpertRegistry  # noqa: E402
 from orchestrator.context import RunContext  # noqa: E402
-from orchestrator.types import Question  # noqa: E402
+from orchestrator.core import Question  # noqa: E402
 from routers.base import make_router  # noqa: E402
 from workers.dispatch import LocalDispatcher  # noqa: E402
 from workers.pool import ModelPool  # noqa: E402

@@ -13,13 +13,13 @@ __all__ = ["Orchestrator", "Pipeline", "ExpertRegistry", "Result"]
 if TYPE_CHECKING:
     from orchestrator.config import ExpertRegistry
     from orchestrator.pipeline import Pipeline
-    from orchestrator.sdk import Orchestrator
-    from orchestrator.types import Result
+    from orchestrator.faces.sdk import Orchestrator
+    from orchestrator.core import Result
 
 
 def __getattr__(name: str) -> Any:
     if name == "Orchestrator":
-        from orchestrator.sdk import Orchestrator
+        from orchestrator.faces.sdk import Orchestrator
         return Orchestrator
     if name == "Pipeline":
         from orchestrator.pipeline import Pipeline
@@ -28,6 +28,6 @@ def __getattr__(name: str) -> Any:
         from orchestrator.config import ExpertRegistry
         return ExpertRegistry
     if name == "Result":
-        from orchestrator.types import Result
+        from orchestrator.core import Result
         return Result
     raise AttributeError(name)

@@ -25,7 +25,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.errors import ConfigError, UnknownNameError
-from orchestrator.types import Sampling
+from orchestrator.core import Sampling
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

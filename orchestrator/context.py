@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING
 from orchestrator.config import ExpertRegistry
 
 if TYPE_CHECKING:
-    from routers.base import Budget
-    from workers.dispatch import Dispatcher
+    from orchestrator.core import Budget, Dispatcher
 
 
 @dataclass

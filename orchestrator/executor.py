@@ -13,7 +13,7 @@ from typing import Any
 from orchestrator.context import RunContext
 from orchestrator.errors import ConfigError
 from orchestrator.pipeline import Pipeline
-from orchestrator.types import ExpertChoice, NodeTiming, Question, Result, Trace
+from orchestrator.core import ExpertChoice, NodeTiming, Question, Result, Trace
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Node types a pipeline may use, registered by name in :data:`NODE_TYPES` (the YAML allowlist).
+"""The built-in node types, registered by name in :data:`~orchestrator.core.NODE_TYPES` (the YAML
+allowlist) through the ``expertmix.nodes`` entry point group, like third-party node types.
 
 Every node works on a whole run at once: each port carries one value per question, in question
 order. That is what lets the ``experts`` node send every model ONE batch.
@@ -9,32 +10,23 @@ Port types: ``questions`` (Question), ``decisions`` (RoutingDecision), ``answers
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from orchestrator.context import RunContext
+from orchestrator.core import (
+    NODE_TYPES,
+    AggregationItem,
+    ExpertAnswer,
+    GenerationRequest,
+    Node,
+    Question,
+    Sampling,
+    group_by_model,
+    make_aggregator,
+    make_router,
+)
 from orchestrator.errors import ConfigError, PipelineValidationError
 from orchestrator.prompts import expert_request
-from orchestrator.registry import Registry
-from orchestrator.types import ExpertAnswer, GenerationRequest, Question, Sampling
-
-NODE_TYPES: Registry[type] = Registry("node type", "expertmix.nodes")
-
-
-class Node:
-    """Base of node types: declare typed ``inputs``/``outputs``; implement ``run``."""
-
-    type_name: ClassVar[str] = ""
-    inputs: ClassVar[dict[str, str]] = {}
-    outputs: ClassVar[dict[str, str]] = {}
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def warm_up(self, ctx: RunContext) -> None:
-        """Load anything heavy (embedding models, classifiers). Engines load lazily in the pool."""
-
-    def run(self, ctx: RunContext, **inputs: list[Any]) -> dict[str, list[Any]]:
-        raise NotImplementedError
 
 
 @NODE_TYPES.register("input")
@@ -70,8 +62,6 @@ class RouterNode(Node):
 
     def __init__(self, name: str, router: str = "keyword", **params: Any) -> None:
         super().__init__(name)
-        from routers.base import make_router
-
         self.router_name = router
         try:
             self.router = make_router(router, **params)
@@ -105,8 +95,6 @@ class ExpertsNode(Node):
         self.max_tokens = max_tokens
 
     def run(self, ctx: RunContext, *, questions: list[Question], decisions: list[Any]) -> dict[str, list[Any]]:
-        from workers.dispatch import group_by_model
-
         plan: list[list[tuple[str, float, GenerationRequest]]] = []
         for q, d in zip(questions, decisions):
             scores: dict[str, float] = {}
@@ -142,8 +130,6 @@ class AggregatorNode(Node):
 
     def __init__(self, name: str, aggregator: str = "synthesis", **params: Any) -> None:
         super().__init__(name)
-        from aggregators.base import make_aggregator
-
         self.aggregator_name = aggregator
         try:
             self.aggregator = make_aggregator(aggregator, **params)
@@ -152,7 +138,5 @@ class AggregatorNode(Node):
                                           hint="check the aggregator's settings in docs/pipelines.md") from None
 
     def run(self, ctx: RunContext, *, questions: list[Question], answers: list[list[ExpertAnswer]]) -> dict[str, list[Any]]:
-        from aggregators.base import AggregationItem
-
         items = [AggregationItem(question=q, answers=a) for q, a in zip(questions, answers)]
         return {"final": self.aggregator.aggregate(items, ctx)}

@@ -32,7 +32,7 @@ import yaml
 
 from orchestrator.config import load_yaml
 from orchestrator.errors import ConfigError, PipelineValidationError, UnknownNameError
-from orchestrator.nodes import NODE_TYPES, Node
+from orchestrator.core import NODE_TYPES, Node
 
 
 def builtin_pipelines() -> list[str]:

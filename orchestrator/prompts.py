@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from orchestrator.config import ExpertSpec, ModelSpec
-from orchestrator.types import GenerationRequest, Sampling
+from orchestrator.core import GenerationRequest, Sampling
 
 _THINK = re.compile(r"^.*?</think>", re.DOTALL)
 

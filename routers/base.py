@@ -10,44 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, Field, model_validator
-
 from orchestrator.config import ExpertRegistry
 from orchestrator.context import RunContext
 from orchestrator.errors import BudgetError
-from orchestrator.registry import Registry
-from orchestrator.types import ExpertChoice, Question
-
-
-class Budget(BaseModel):
-    """Caps a request may put on routing: how many experts, how much total relative cost."""
-
-    max_experts: int | None = Field(default=None, ge=1)
-    max_cost: float | None = Field(default=None, gt=0)
-
-    model_config = {"extra": "forbid"}
-
-
-class RoutingDecision(BaseModel):
-    """Which experts answer one question, and why."""
-
-    question_id: str
-    experts: list[ExpertChoice]
-    router: str
-    skills: list[str] = Field(default_factory=list)
-    category: str | None = None
-    confidence: float | None = None
-    notes: list[str] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _non_empty(self) -> "RoutingDecision":
-        if not self.experts:
-            raise ValueError(f"routing decision for {self.question_id!r} has no experts")
-        return self
-
-    @property
-    def names(self) -> list[str]:
-        return [e.name for e in self.experts]
+from orchestrator.core import ROUTERS, Budget, ExpertChoice, Question, RoutingDecision, make_router
 
 
 @runtime_checkable
@@ -61,9 +27,6 @@ class Router(Protocol):
         ...
 
     def config(self) -> dict[str, Any]: ...
-
-
-ROUTERS: Registry[type] = Registry("router", "expertmix.routers")
 
 
 def apply_budget(
@@ -100,12 +63,4 @@ def apply_budget(
     return chosen
 
 
-def make_router(name: str, **params: Any) -> Router:
-    """Instantiate a registered router by name."""
-    _register_builtin()
-    cls = ROUTERS.get(name, where="router")
-    return cls(**params)
-
-
-def _register_builtin() -> None:
-    import routers.builtin  # noqa: F401  (registers the built-in routers)
+__all__ = ["ROUTERS", "Budget", "Router", "RoutingDecision", "apply_budget", "make_router"]

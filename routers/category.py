@@ -43,7 +43,7 @@ import yaml
 from orchestrator.config import ExpertRegistry, load_yaml
 from orchestrator.context import RunContext
 from orchestrator.errors import ConfigError, ModelNotFoundError
-from orchestrator.types import ExpertChoice, Question, check_question
+from orchestrator.core import ExpertChoice, Question, check_question
 from routers.base import ROUTERS, RoutingDecision, apply_budget
 
 log = logging.getLogger(__name__)

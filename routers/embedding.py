@@ -30,7 +30,7 @@ import numpy as np
 from orchestrator.config import ExpertRegistry, load_yaml
 from orchestrator.context import RunContext
 from orchestrator.errors import ConfigError
-from orchestrator.types import ExpertChoice, Question, check_question
+from orchestrator.core import ExpertChoice, Question, check_question
 from routers.base import ROUTERS, RoutingDecision, apply_budget
 
 DEFAULT_EXAMPLES = Path(__file__).resolve().parent / "data" / "expert_examples.yaml"

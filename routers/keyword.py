@@ -21,7 +21,7 @@ from typing import Any
 from orchestrator.config import ExpertRegistry
 from orchestrator.context import RunContext
 from orchestrator.errors import ConfigError
-from orchestrator.types import ExpertChoice, Question, check_question
+from orchestrator.core import ExpertChoice, Question, check_question
 from routers.base import ROUTERS, RoutingDecision, apply_budget
 
 _WORD = re.compile(r"[a-z][a-z0-9+#]+")

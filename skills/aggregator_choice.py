@@ -21,7 +21,7 @@ from typing import Any
 
 from orchestrator.context import RunContext
 from orchestrator.prompts import SYNTHESIS_SYSTEM, build_request, synthesis_user_prompt
-from orchestrator.types import Sampling
+from orchestrator.core import Sampling
 from skills.extract import stable_seed
 from skills.grading import is_correct
 from skills.profiles import ProfileStore, ValidationItem

@@ -10,6 +10,7 @@ resumable). Takes about 20-30 minutes on a quiet 2-core CPU machine::
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
@@ -46,10 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     data = args.out / "validation.jsonl"
     if not data.exists():
         print(f"{build_validation_file(data, seed=args.seed)} validation items -> {data}", file=sys.stderr)
-    from orchestrator.cli import main as cli_main
-
-    return cli_main(["profile", "--data", str(data), "--out", str(args.out),
-                     "--max-tokens", str(args.max_tokens), "--seed", str(args.seed)])
+    # the recipe runs the user-facing command itself, in a child process (skills never import the faces)
+    cmd = [sys.executable, "-m", "orchestrator.faces.cli", "profile", "--data", str(data), "--out", str(args.out),
+           "--max-tokens", str(args.max_tokens), "--seed", str(args.seed)]
+    return subprocess.call(cmd)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from orchestrator.context import RunContext
 from orchestrator.errors import BackendError, ConfigError
 from orchestrator.prompts import build_request
 from orchestrator.registry import Registry
-from orchestrator.types import Question, Sampling
+from orchestrator.core import Question, Sampling
 from skills.keywords import filter_keywords, load_skill_bank, parse_keywords
 
 log = logging.getLogger(__name__)

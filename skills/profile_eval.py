@@ -18,7 +18,7 @@ from collections import defaultdict
 from typing import Any
 
 from orchestrator.context import RunContext
-from orchestrator.types import Question
+from orchestrator.core import Question
 from skills.extract import stable_seed
 from skills.profiles import build_profiles
 

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ValidationError
 from orchestrator.context import RunContext
 from orchestrator.errors import BackendError, ConfigError, InputError
 from orchestrator.prompts import expert_request
-from orchestrator.types import GenerationRequest, Question
+from orchestrator.core import GenerationRequest, Question
 from skills.grading import ANSWER_TYPES, detect_answer_type, extract_answer, format_choices, is_correct
 
 log = logging.getLogger(__name__)

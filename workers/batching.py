@@ -11,7 +11,7 @@ semantics under their keys, so a redelivered batch never duplicates an answer.
 Example::
 
     >>> import fakeredis
-    >>> from orchestrator.types import Completion, GenerationRequest
+    >>> from orchestrator.core import Completion, GenerationRequest
     >>> from workers.store import FleetStore
     >>> store = FleetStore(fakeredis.FakeRedis(decode_responses=True))
     >>> store.enqueue("m", [GenerationRequest(key="r/q0/e", model="m", prompt="hi")])
@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from orchestrator.types import Completion, GenerationRequest
+from orchestrator.core import Completion, GenerationRequest
 from workers.store import FleetStore
 
 log = logging.getLogger(__name__)

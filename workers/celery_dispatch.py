@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from orchestrator.config import ExpertRegistry
 from orchestrator.errors import DispatchError
-from orchestrator.types import Completion, GenerationRequest
+from orchestrator.core import Completion, GenerationRequest
 from workers.fleet import live_workers, require_live, worker_info
 from workers.settings import FleetSettings
 from workers.store import FleetStore

@@ -10,35 +10,13 @@ group to that model's queue.
 from __future__ import annotations
 
 import logging
-from typing import Protocol, runtime_checkable
-
 from tqdm.auto import tqdm
 
-from orchestrator.types import Completion, GenerationRequest
+from orchestrator.core import Completion, Dispatcher, GenerationRequest, group_by_model
+from orchestrator.errors import UnknownNameError
 from workers.pool import ModelPool
 
 log = logging.getLogger(__name__)
-
-
-@runtime_checkable
-class Dispatcher(Protocol):
-    """Runs grouped generation requests; one batch per model."""
-
-    def run_batches(
-        self, groups: dict[str, list[GenerationRequest]], *, label: str = "experts", progress: bool = False
-    ) -> dict[str, Completion]: ...
-
-    def model_loads(self) -> dict[str, int]: ...
-
-    def close(self) -> None: ...
-
-
-def group_by_model(requests: list[GenerationRequest]) -> dict[str, list[GenerationRequest]]:
-    """Group requests per model, keeping first-seen model order and request order."""
-    groups: dict[str, list[GenerationRequest]] = {}
-    for req in requests:
-        groups.setdefault(req.model, []).append(req)
-    return groups
 
 
 class LocalDispatcher:
@@ -83,6 +61,7 @@ def make_dispatcher(executor: str, registry, *, pool: ModelPool | None = None) -
         from workers.celery_dispatch import CeleryDispatcher
 
         return CeleryDispatcher.from_env(registry)
-    from orchestrator.errors import UnknownNameError
-
     raise UnknownNameError("executor", executor, list(EXECUTORS))
+
+
+__all__ = ["Dispatcher", "LocalDispatcher", "group_by_model", "make_dispatcher"]

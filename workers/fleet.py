@@ -27,7 +27,7 @@ from typing import Any
 
 from orchestrator.config import ExpertRegistry
 from orchestrator.errors import ConfigError, DispatchError
-from orchestrator.types import Completion, GenerationRequest
+from orchestrator.core import Completion, GenerationRequest
 from workers.store import FleetStore, decode_hash
 
 log = logging.getLogger(__name__)

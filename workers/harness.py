@@ -87,7 +87,7 @@ class LocalFleet:
     def start_worker(self, models: list[str], *, log_name: str | None = None) -> subprocess.Popen:
         """Launch ``expertmix worker --models ...`` in its own session."""
         exe = Path(sys.executable).with_name("expertmix")
-        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "orchestrator.cli_fleet"]
+        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "orchestrator.faces.cli_fleet"]
         cmd += ["worker", "--models", ",".join(models), "--loglevel", "INFO"]
         name = log_name or f"worker-{'+'.join(models)}-{len(self.workers)}.log"
         log = open(self.workdir / name, "ab")

@@ -23,7 +23,7 @@ from typing import Callable, Mapping
 
 from orchestrator.config import ModelSpec, env_number
 from orchestrator.errors import UnknownNameError
-from orchestrator.types import Completion, GenerationRequest
+from orchestrator.core import Completion, GenerationRequest
 from workers.backends.base import Backend, make_backend
 
 log = logging.getLogger(__name__)

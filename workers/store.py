@@ -32,7 +32,7 @@ import time
 from typing import Any, Iterable
 
 from orchestrator.errors import DispatchError
-from orchestrator.types import Completion, GenerationRequest
+from orchestrator.core import Completion, GenerationRequest
 
 PREFIX = "expertmix:"
 FAILED_KEEP = 1000

@@ -8,7 +8,7 @@ from aggregators.base import AGGREGATORS, AggregationItem, make_aggregator
 from orchestrator.config import ExpertRegistry
 from orchestrator.context import RunContext
 from orchestrator.errors import ConfigError
-from orchestrator.types import ExpertAnswer, Question
+from orchestrator.core import ExpertAnswer, Question
 from tests.fakes import FakeDispatcher
 
 pytestmark = pytest.mark.unit

@@ -74,7 +74,7 @@ def test_k8s_has_redis_gateway_and_a_gpu_worker_deployment_per_model_group():
 
 
 def test_every_command_is_a_real_expertmix_subcommand_with_valid_arguments():
-    from orchestrator.cli import build_parser
+    from orchestrator.faces.cli import build_parser
     from orchestrator.config import ExpertRegistry
 
     parser = build_parser()
@@ -96,7 +96,7 @@ def test_every_command_is_a_real_expertmix_subcommand_with_valid_arguments():
 
 
 def test_unknown_commands_are_caught():
-    from orchestrator.cli import build_parser
+    from orchestrator.faces.cli import build_parser
 
     with pytest.raises(SystemExit):
         build_parser().parse_args(["worker", "--no-such-flag", "x"])

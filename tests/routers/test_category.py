@@ -9,7 +9,7 @@ import pytest
 
 from orchestrator.config import ExpertRegistry
 from orchestrator.errors import ConfigError, InputError, ModelNotFoundError
-from orchestrator.types import Question
+from orchestrator.core import Question
 from routers.base import Budget
 from routers.category import (
     DEFAULT_MAP, CategoryModel, CategoryRouter, derive_category_map, load_category_map,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from orchestrator.errors import ConfigError
-from orchestrator.types import Question
+from orchestrator.core import Question
 from routers import category
 from routers.category import CategoryModel, CategoryRouter
 

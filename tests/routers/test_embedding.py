@@ -7,7 +7,7 @@ import pytest
 from orchestrator.config import ExpertRegistry
 from orchestrator.context import RunContext
 from orchestrator.errors import ConfigError
-from orchestrator.types import Question
+from orchestrator.core import Question
 from routers.embedding import EmbeddingRouter, load_examples_file
 from tests.fakes import FakeDispatcher
 

@@ -1,7 +1,7 @@
 """The contract every registered router passes (unit mode: fake embedder, fake dispatcher).
 
-Parametrised over ``ROUTERS.names()`` after importing ``routers.builtin``, so a new router is
-tested the moment it registers. Routers that need constructor arguments list them in
+Parametrised over ``ROUTERS.names()`` (built-ins and plug-ins, all through entry points), so a
+new router is tested the moment it registers. Routers that need constructor arguments list them in
 ``REQUIRED_PARAMS``.
 """
 
@@ -11,9 +11,8 @@ import json
 
 import pytest
 
-import routers.builtin  # noqa: F401  (registers the built-in routers)
 from orchestrator.errors import BudgetError, ConfigError, InputError, UnknownNameError
-from orchestrator.types import Question
+from orchestrator.core import Question
 from routers.base import ROUTERS, Budget, RoutingDecision, make_router
 
 pytestmark = pytest.mark.unit

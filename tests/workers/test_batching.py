@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.config import ModelSpec
 from orchestrator.errors import BackendError
-from orchestrator.types import GenerationRequest
+from orchestrator.core import GenerationRequest
 from workers import batching
 from workers.backends.fake import FakeBackend
 from workers.pool import ModelPool
@@ -89,7 +89,7 @@ def test_a_redelivered_batch_reruns_its_claim_and_never_duplicates_answers(store
 
 
 def test_first_answer_wins(store):
-    from orchestrator.types import Completion
+    from orchestrator.core import Completion
 
     assert store.store_completions([Completion(key="r/q0/e", model=MODEL, text="first")]) == 1
     assert store.store_completions([Completion(key="r/q0/e", model=MODEL, text="second")]) == 0

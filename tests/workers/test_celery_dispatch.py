@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator.config import ExpertRegistry, ModelSpec
 from orchestrator.errors import DispatchError, UnknownNameError
-from orchestrator.types import GenerationRequest
+from orchestrator.core import GenerationRequest
 from workers import batching, jobs
 from workers.backends.fake import FakeBackend
 from workers.celery_dispatch import CeleryDispatcher

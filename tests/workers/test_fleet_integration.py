@@ -12,7 +12,7 @@ import time
 import pytest
 
 from orchestrator.errors import DispatchError
-from orchestrator.types import GenerationRequest, Sampling
+from orchestrator.core import GenerationRequest, Sampling
 from workers import jobs
 from workers.harness import LocalFleet
 

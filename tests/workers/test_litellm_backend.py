@@ -12,7 +12,7 @@ import pytest
 
 from orchestrator.config import ModelSpec
 from orchestrator.errors import BackendError
-from orchestrator.types import GenerationRequest, Sampling
+from orchestrator.core import GenerationRequest, Sampling
 from tests.workers.conftest import free_port
 from workers.backends.litellm_backend import LitellmBackend
 

@@ -8,7 +8,7 @@ import pytest
 
 from orchestrator.config import ModelSpec
 from orchestrator.errors import UnknownNameError
-from orchestrator.types import GenerationRequest
+from orchestrator.core import GenerationRequest
 from workers.backends.fake import FakeBackend
 from workers.pool import ModelPool
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.errors import InputError
-from orchestrator.types import GenerationRequest
+from orchestrator.core import GenerationRequest
 from workers.backends.prompting import completion_text, conversation, render_completion
 
 pytestmark = pytest.mark.unit

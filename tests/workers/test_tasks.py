@@ -7,7 +7,7 @@ import pytest
 
 from orchestrator.config import ExpertRegistry, ModelSpec
 from orchestrator.errors import BackendError
-from orchestrator.types import GenerationRequest
+from orchestrator.core import GenerationRequest
 from workers import jobs, worker
 from workers.backends.fake import FakeBackend
 from workers.fleet import WorkerRuntime

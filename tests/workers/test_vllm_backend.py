@@ -8,7 +8,7 @@ import pytest
 
 from orchestrator.config import ModelSpec
 from orchestrator.errors import ModelNotFoundError
-from orchestrator.types import GenerationRequest, Sampling
+from orchestrator.core import GenerationRequest, Sampling
 from workers.backends.base import make_backend
 from workers.backends.vllm_backend import VllmBackend, VllmSettings
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from orchestrator.config import ModelSpec
-from orchestrator.registry import Registry
-from orchestrator.types import Completion, GenerationRequest
+from orchestrator.core import BACKENDS, Completion, GenerationRequest
 
 
 @runtime_checkable
@@ -28,17 +27,8 @@ class Backend(Protocol):
     def unload(self) -> None: ...
 
 
-BACKENDS: Registry[type] = Registry("backend", "expertmix.backends")
-
-
 def make_backend(spec: ModelSpec) -> Backend:
-    """Instantiate (without loading) the backend ``spec.backend`` names."""
-    _register_builtin()
+    """Instantiate (without loading) the backend ``spec.backend`` names (built-ins and plug-ins
+    register through the ``expertmix.backends`` entry point group)."""
     cls = BACKENDS.get(spec.backend, where=f"model {spec.name!r}")
     return cls(spec)
-
-
-def _register_builtin() -> None:
-    # Imported here, not at module import: the vllm backend module itself imports vllm lazily,
-    # but keeping registration lazy keeps `import workers` cheap.
-    from workers.backends import litellm_backend, vllm_backend  # noqa: F401

@@ -6,7 +6,7 @@ It answers from a dict (prompt text -> answer) or a callable, and records every 
 Example::
 
     >>> from orchestrator.config import ModelSpec
-    >>> from orchestrator.types import GenerationRequest
+    >>> from orchestrator.core import GenerationRequest
     >>> fake = FakeBackend(ModelSpec(name="m", backend="fake", path="m"), answers={"hi": "hello"})
     >>> fake.load()
     >>> fake.generate([GenerationRequest(key="k", model="m", prompt="hi")])[0].text
@@ -21,7 +21,7 @@ from typing import Callable, Mapping
 
 from orchestrator.config import ModelSpec
 from orchestrator.errors import BackendError
-from orchestrator.types import Completion, GenerationRequest
+from orchestrator.core import Completion, GenerationRequest
 from workers.backends.base import BACKENDS
 from workers.backends.prompting import completion_text, conversation
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from orchestrator.config import ModelSpec, env_number
 from orchestrator.errors import BackendError, ConfigError, ExpertmixError
-from orchestrator.types import Completion, GenerationRequest
+from orchestrator.core import Completion, GenerationRequest
 from workers.backends.base import BACKENDS
 from workers.backends.prompting import completion_text, conversation
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from orchestrator.errors import InputError
 from orchestrator.prompts import completion_prompt
-from orchestrator.types import GenerationRequest
+from orchestrator.core import GenerationRequest
 
 
 def conversation(request: GenerationRequest) -> list[dict[str, str]]:

@@ -33,7 +33,7 @@ from pydantic import BaseModel
 
 from orchestrator.config import ModelSpec, env_flag, env_number
 from orchestrator.errors import BackendError, ModelNotFoundError
-from orchestrator.types import Completion, GenerationRequest, Sampling
+from orchestrator.core import Completion, GenerationRequest, Sampling
 from workers.backends.base import BACKENDS
 from workers.backends.prompting import completion_text, conversation
 

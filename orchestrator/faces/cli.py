@@ -19,12 +19,12 @@ from orchestrator.errors import ExpertmixError, InputError
 
 # Subcommand modules, each with register(sub). Order is the order of `expertmix --help`.
 COMMAND_MODULES = (
-    "orchestrator.cli_models",
-    "orchestrator.cli_routing",
-    "orchestrator.cli_profile",
-    "orchestrator.cli_fleet",
-    "orchestrator.cli_pipelines",
-    "orchestrator.cli_gateway",
+    "orchestrator.faces.cli_models",
+    "orchestrator.faces.cli_routing",
+    "orchestrator.faces.cli_profile",
+    "orchestrator.faces.cli_fleet",
+    "orchestrator.faces.cli_pipelines",
+    "orchestrator.faces.cli_gateway",
 )
 
 
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_pipeline_options(p: argparse.ArgumentParser) -> None:
     """Options shared by commands that run a pipeline."""
-    from orchestrator.sdk import DEFAULT_PIPELINE
+    from orchestrator.faces.sdk import DEFAULT_PIPELINE
 
     p.add_argument("--pipeline", default=DEFAULT_PIPELINE, help=f"built-in name or YAML path (default {DEFAULT_PIPELINE})")
     p.add_argument("--experts", metavar="REGISTRY.yaml", help="expert registry (default: the built-in one)")
@@ -73,7 +73,7 @@ def _add_run(sub: Any) -> None:
 
 
 def make_orchestrator(args: argparse.Namespace, *, progress: bool = False):
-    from orchestrator.sdk import Orchestrator
+    from orchestrator.faces.sdk import Orchestrator
 
     return Orchestrator.from_defaults(args.pipeline, experts=args.experts, executor=args.executor,
                                       seed=args.seed, progress=progress)
@@ -85,7 +85,7 @@ def budget_of(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from orchestrator.types import check_question
+    from orchestrator.core import check_question
 
     check_question(args.question)  # fail before any model loads
     with make_orchestrator(args, progress=not args.json) as orch:
@@ -116,7 +116,7 @@ def format_result(result: Any) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from orchestrator.runfile import run_file
+    from orchestrator.faces.runfile import run_file
 
     if args.chunk_size < 1:
         raise InputError("--chunk-size must be >= 1")

@@ -20,7 +20,7 @@ from orchestrator.errors import InputError
 
 def register(sub: Any) -> None:
     """Add ``serve`` to the ``expertmix`` subcommands."""
-    from orchestrator.sdk import DEFAULT_PIPELINE
+    from orchestrator.faces.sdk import DEFAULT_PIPELINE
 
     p = sub.add_parser("serve", help="run the OpenAI-compatible REST gateway (POST /v1/chat/completions)",
                        description="Serve pipelines over HTTP: the request's `model` names a pipeline "
@@ -45,8 +45,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Build the default orchestrator, then serve until interrupted."""
     import uvicorn
 
-    from orchestrator.gateway import create_app
-    from orchestrator.sdk import Orchestrator
+    from orchestrator.faces.gateway import create_app
+    from orchestrator.faces.sdk import Orchestrator
 
     if not 0 <= args.port <= 65535:
         raise InputError(f"--port {args.port} is not a port number", hint="use 1-65535 (0 picks a free one)")

@@ -1,7 +1,7 @@
 """A minimal OpenAI-compatible REST gateway over the SDK (``expertmix serve``).
 
 The HTTP routes are thin adapters: each one parses the request, calls
-:meth:`Orchestrator.aask <orchestrator.sdk.Orchestrator.aask>` and shapes the answer; no domain
+:meth:`Orchestrator.aask <orchestrator.faces.sdk.Orchestrator.aask>` and shapes the answer; no domain
 code imports FastAPI. The request's ``model`` names a pipeline (``symbolic-moe``, ``coe``,
 ``ensemble-vote``, or ``expertmix`` for the gateway's default one). One orchestrator per pipeline
 is created on first use and reused; all of them share the first one's dispatcher, so each model's
@@ -11,7 +11,7 @@ Example::
 
     import uvicorn
     from orchestrator import Orchestrator
-    from orchestrator.gateway import create_app
+    from orchestrator.faces.gateway import create_app
 
     app = create_app(Orchestrator.from_defaults("ensemble-vote"))
     uvicorn.run(app, host="127.0.0.1", port=8000)
@@ -48,9 +48,8 @@ from orchestrator.errors import (
     UnknownNameError,
 )
 from orchestrator.pipeline import Pipeline, builtin_pipelines
-from orchestrator.sdk import DEFAULT_PIPELINE, Orchestrator
-from orchestrator.types import Question, Result
-from routers.base import Budget
+from orchestrator.faces.sdk import DEFAULT_PIPELINE, Orchestrator
+from orchestrator.core import Budget, Question, Result
 
 log = logging.getLogger(__name__)
 

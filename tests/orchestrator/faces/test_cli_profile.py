@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 import workers.backends.fake  # noqa: F401  (registers the "fake" backend)
-from orchestrator.cli import main
+from orchestrator.faces.cli import main
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from orchestrator import cli_fleet
+from orchestrator.faces import cli_fleet
 from orchestrator.config import ExpertRegistry
 from orchestrator.errors import ConfigError, DispatchError, InputError, ModelNotFoundError
 

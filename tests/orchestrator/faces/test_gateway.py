@@ -1,4 +1,4 @@
-"""The REST gateway (orchestrator.gateway) over a FakeDispatcher: OpenAI shape, errors, limits, probes."""
+"""The REST gateway (orchestrator.faces.gateway) over a FakeDispatcher: OpenAI shape, errors, limits, probes."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 
 from orchestrator.config import ExpertRegistry
 from orchestrator.errors import BackendError, DispatchError, InputError
-from orchestrator.gateway import MAX_BODY_BYTES, create_app
+from orchestrator.faces.gateway import MAX_BODY_BYTES, create_app
 from orchestrator.pipeline import Pipeline, builtin_pipelines
-from orchestrator.sdk import Orchestrator
+from orchestrator.faces.sdk import Orchestrator
 from tests.fakes import FakeDispatcher
 
 pytestmark = pytest.mark.unit
@@ -252,7 +252,7 @@ def test_api_key_is_required_when_configured(monkeypatch, orch):
 
 
 def test_serve_command_parses_what_deploy_runs():
-    from orchestrator.cli import build_parser
+    from orchestrator.faces.cli import build_parser
 
     args = build_parser().parse_args(["serve", "--host", "0.0.0.0", "--port", "8080", "--executor", "celery"])
     assert (args.host, args.port, args.executor, args.pipeline) == ("0.0.0.0", 8080, "celery", "symbolic-moe")
@@ -260,7 +260,7 @@ def test_serve_command_parses_what_deploy_runs():
 
 
 def test_serve_fails_before_starting_on_a_bad_pipeline(capsys):
-    from orchestrator.cli import main
+    from orchestrator.faces.cli import main
 
     assert main(["serve", "--pipeline", "no-such-pipeline", "--port", "0"]) == 2
     assert "unknown pipeline 'no-such-pipeline'" in capsys.readouterr().err

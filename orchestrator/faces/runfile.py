@@ -17,7 +17,7 @@ from typing import Any, Iterator
 from tqdm.auto import tqdm
 
 from orchestrator.errors import InputError
-from orchestrator.types import Question, check_question
+from orchestrator.core import Question, check_question
 
 
 def question_records(path: Path, *, require_id: bool = True) -> Iterator[tuple[str, dict[str, Any], Question]]:

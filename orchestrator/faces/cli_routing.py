@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import InputError
-from orchestrator.runfile import question_records
+from orchestrator.faces.runfile import question_records
 
 ROUTER_CHOICES = ("skill", "category", "embedding", "keyword")
 
@@ -80,7 +80,7 @@ def make_router_and_context(args: argparse.Namespace):
     """(router, RunContext) from the common options; the dispatcher loads nothing until used."""
     from orchestrator.config import ExpertRegistry
     from orchestrator.context import RunContext
-    from routers.base import Budget, make_router
+    from orchestrator.core import Budget, make_router
     from workers.dispatch import LocalDispatcher
     from workers.pool import ModelPool
 
@@ -124,7 +124,7 @@ def route_file(router: Any, ctx: Any, path: Path, out: Any, batch_size: int = 25
 
 
 def cmd_route(args: argparse.Namespace) -> int:
-    from orchestrator.types import Question
+    from orchestrator.core import Question
 
     if bool(args.question) == bool(args.input):
         raise InputError("give either a QUESTION or --input FILE", hint='expertmix route "What is 2+2?"')

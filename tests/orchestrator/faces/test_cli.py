@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from orchestrator import cli
+from orchestrator.faces import cli
 from orchestrator.config import ExpertRegistry
 from orchestrator.errors import InputError
 from orchestrator.pipeline import Pipeline
-from orchestrator.runfile import read_questions, run_file
-from orchestrator.sdk import Orchestrator
+from orchestrator.faces.runfile import read_questions, run_file
+from orchestrator.faces.sdk import Orchestrator
 from tests.fakes import FakeDispatcher
 
 pytestmark = pytest.mark.unit

@@ -7,8 +7,8 @@ import json
 import pytest
 import yaml
 
-from orchestrator import cli_models
-from orchestrator.cli import main
+from orchestrator.faces import cli_models
+from orchestrator.faces.cli import main
 from workers import model_setup
 
 pytestmark = pytest.mark.unit

@@ -7,7 +7,7 @@
 
 Every command reads ``EXPERTMIX_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``) and the other
 ``EXPERTMIX_*`` fleet settings (see ``workers/settings.py``). Runs standalone as
-``python -m orchestrator.cli_fleet ...`` too.
+``python -m orchestrator.faces.cli_fleet ...`` too.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def _table(cmd: str, data: Any) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry point (``python -m orchestrator.cli_fleet``)."""
+    """Standalone entry point (``python -m orchestrator.faces.cli_fleet``)."""
     parser = argparse.ArgumentParser(prog="expertmix")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

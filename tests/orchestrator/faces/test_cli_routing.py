@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from orchestrator.cli import main
+from orchestrator.faces.cli import main
 from tests.routers.conftest import FakeEmbedder
 
 pytestmark = pytest.mark.unit

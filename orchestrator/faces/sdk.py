@@ -1,7 +1,7 @@
 """The Python SDK: ``Orchestrator.from_defaults().ask("...")``.
 
 Async is written once (``aask``/``arun``); ``ask``/``run`` wrap it for sync callers. The result is
-the same :class:`~orchestrator.types.Result` the CLI prints with ``--json``.
+the same :class:`~orchestrator.core.Result` the CLI prints with ``--json``.
 
 Example::
 
@@ -24,7 +24,8 @@ from orchestrator.context import RunContext
 from orchestrator.errors import InputError
 from orchestrator.executor import execute
 from orchestrator.pipeline import Pipeline
-from orchestrator.types import Question, Result, check_question
+from orchestrator.core import Budget, Question, Result, check_question
+from workers.dispatch import make_dispatcher
 
 T = TypeVar("T")
 DEFAULT_PIPELINE = "symbolic-moe"
@@ -40,8 +41,6 @@ class Orchestrator:
 
     def __init__(self, registry: ExpertRegistry, pipeline: Pipeline, *, executor: str = "local",
                  dispatcher: Any = None, seed: int = 0, progress: bool = False) -> None:
-        from workers.dispatch import make_dispatcher
-
         self.registry = registry
         self.pipeline = pipeline.validate()
         self._nodes = self.pipeline.instantiate()  # built once; routers keep what they load
@@ -90,8 +89,6 @@ class Orchestrator:
         self.close()
 
     def _run_blocking(self, questions: list[Question], budget: Any, run_id: str | None) -> list[Result]:
-        from routers.base import Budget
-
         if isinstance(budget, dict):
             budget = Budget(**budget)
         ctx = RunContext(registry=self.registry, dispatcher=self.dispatcher, seed=self.seed,
