@@ -150,10 +150,12 @@ class Result(BaseModel):
 
 # ---- routing ---------------------------------------------------------------------------------
 class Budget(BaseModel):
-    """Caps a request may put on routing: how many experts, how much total relative cost."""
+    """Caps a request may put on a run: how many experts, how much total relative cost, and how
+    many tokens each expert may generate (it only lowers an expert's own ``max_tokens``)."""
 
     max_experts: int | None = Field(default=None, ge=1)
     max_cost: float | None = Field(default=None, gt=0)
+    max_tokens: int | None = Field(default=None, ge=1)
 
     model_config = {"extra": "forbid"}
 

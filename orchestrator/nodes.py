@@ -82,39 +82,62 @@ class RouterNode(Node):
 @NODE_TYPES.register("experts")
 class ExpertsNode(Node):
     """Fan-out: every chosen expert answers its question. All calls of the run are grouped per model
-    and each model gets one batch (``max_tokens`` optionally overrides every expert's limit)."""
+    and each model gets one batch.
+
+    ``max_tokens`` lowers every expert's limit (budgets are caps: the expert's own ``max_tokens``,
+    this node's and the request budget's ``max_tokens``, the smallest wins). An expert drawn twice
+    (Symbolic-MoE draws with replacement) adds weight with ``repeats: weight`` (default: one call,
+    the scores summed) or, with ``repeats: sample``, is sampled once per draw at
+    ``sample_temperature`` (self-consistency). ``samples: n`` samples every chosen expert n times.
+    """
 
     type_name = "experts"
     inputs = {"questions": "questions", "decisions": "decisions"}
     outputs = {"answers": "answers"}
 
-    def __init__(self, name: str, max_tokens: int | None = None) -> None:
+    def __init__(self, name: str, max_tokens: int | None = None, repeats: str = "weight", samples: int = 1,
+                 sample_temperature: float = 0.7) -> None:
         super().__init__(name)
         if max_tokens is not None and max_tokens < 1:
             raise PipelineValidationError(f"node {name!r}: max_tokens must be >= 1", hint="remove it or set a positive number")
-        self.max_tokens = max_tokens
+        if repeats not in ("weight", "sample"):
+            raise PipelineValidationError(f"node {name!r}: unknown repeats {repeats!r}", hint="use 'weight' or 'sample'")
+        if samples < 1 or sample_temperature <= 0:
+            raise PipelineValidationError(f"node {name!r}: samples must be >= 1 and sample_temperature > 0",
+                                          hint="e.g. samples: 5, sample_temperature: 0.7")
+        self.max_tokens, self.repeats, self.samples, self.sample_temperature = max_tokens, repeats, samples, sample_temperature
 
     def run(self, ctx: RunContext, *, questions: list[Question], decisions: list[Any]) -> dict[str, list[Any]]:
         plan: list[list[tuple[str, float, GenerationRequest]]] = []
         for q, d in zip(questions, decisions):
-            scores: dict[str, float] = {}
-            for choice in d.experts:  # a repeated draw adds weight, not a second identical call
-                scores[choice.name] = scores.get(choice.name, 0.0) + choice.score
-            plan.append([(e, s, self._request(ctx, q, e)) for e, s in scores.items()])
+            draws: dict[str, list[float]] = {}
+            for choice in d.experts:
+                draws.setdefault(choice.name, []).append(choice.score)
+            plan.append([(e, sum(s), self._request(ctx, q, e, self._n(len(s)))) for e, s in draws.items()])
         requests = [r for per_q in plan for _, _, r in per_q]
         done = ctx.dispatcher.run_batches(group_by_model(requests), label=self.name, progress=ctx.progress)
-        answers = [
-            [ExpertAnswer(expert=e, model=r.model, text=done[r.key].text, score=s,
-                          completion_tokens=done[r.key].completion_tokens) for e, s, r in per_q]
-            for per_q in plan
-        ]
+        answers = []
+        for per_q in plan:
+            row = []
+            for e, score, r in per_q:
+                comp = done[r.key]
+                texts = comp.texts if r.sampling.n > 1 and comp.texts else [comp.text]
+                row.extend(ExpertAnswer(expert=e, model=r.model, text=t, score=score / len(texts),
+                                        completion_tokens=comp.completion_tokens // len(texts)) for t in texts)
+            answers.append(row)
         return {"answers": answers}
 
-    def _request(self, ctx: RunContext, q: Question, expert_name: str) -> GenerationRequest:
+    def _n(self, draws: int) -> int:
+        return self.samples * (draws if self.repeats == "sample" else 1)
+
+    def _request(self, ctx: RunContext, q: Question, expert_name: str, n: int) -> GenerationRequest:
         expert = ctx.registry.expert(expert_name)
-        sampling: Sampling = expert.sampling
-        if self.max_tokens is not None:
-            sampling = sampling.model_copy(update={"max_tokens": self.max_tokens})
+        caps = [expert.sampling.max_tokens, self.max_tokens, getattr(ctx.budget, "max_tokens", None)]
+        update: dict[str, Any] = {"max_tokens": min(c for c in caps if c is not None)}
+        if n > 1:
+            update.update(n=n, temperature=max(expert.sampling.temperature, self.sample_temperature),
+                          seed=ctx.seed if expert.sampling.seed is None else expert.sampling.seed)
+        sampling: Sampling = expert.sampling.model_copy(update=update)
         return expert_request(ctx.key(q.id, "expert", expert_name), expert, ctx.registry.model(expert.model),
                               q.text, sampling=sampling)
 

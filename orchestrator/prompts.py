@@ -58,3 +58,38 @@ def synthesis_user_prompt(question: str, answers: list[str]) -> str:
         f"Question: {question.strip()}\n\nResponses from models:\n\n{listed}\n\n"
         "Critically evaluate these responses and write one final, synthesised answer to the question."
     )
+
+
+FUSION_SYSTEM = (
+    "You are given a question and candidate responses written by other models. Some of them are wrong. "
+    "Check each response's reasoning and arithmetic, decide which final answer is correct (or work it out "
+    "yourself if none is), and do not copy a response just because it comes first."
+)
+_FINAL_FORMAT = {
+    "choice": "the letter of the correct option, as: Answer: <letter>",
+    "number": "the final number, as: Answer: <number>",
+    "boxed": "the final value, as: Answer: <value>",
+    "boolean": "yes or no, as: Answer: yes/no",
+}
+MAX_RESPONSE_CHARS = 1_200  # k responses + question stay inside a 2048-token context
+
+
+def fusion_user_prompt(question: str, responses: list[tuple[str, str | None]], kind: str) -> str:
+    """The fusing aggregator's user turn: the question, each response with the final answer it
+    states, the tally of final answers, and the format the fused answer must end with."""
+    listed = []
+    for i, (text, value) in enumerate(responses):
+        body = strip_reasoning(text)
+        body = body if len(body) <= MAX_RESPONSE_CHARS else "..." + body[-MAX_RESPONSE_CHARS:]
+        stated = f" (final answer: {value})" if value is not None and kind != "text" else ""
+        listed.append(f"Response {i + 1}{stated}:\n{body}")
+    counts: dict[str, int] = {}
+    for _, value in responses:
+        if value is not None:
+            counts[value] = counts.get(value, 0) + 1
+    tally = ", ".join(f"{v} ({n} of {len(responses)})" for v, n in counts.items())
+    fmt = _FINAL_FORMAT.get(kind)
+    ask = (f"Check the responses step by step, then end with {fmt}." if fmt
+           else "Write one final, accurate answer to the question, using what the responses got right.")
+    proposed = f"\n\nFinal answers proposed: {tally}." if tally and kind != "text" else ""
+    return f"Question: {question.strip()}\n\n" + "\n\n".join(listed) + proposed + f"\n\n{ask}"

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "orchestrator.faces.cli_fleet",
     "orchestrator.faces.cli_pipelines",
     "orchestrator.faces.cli_gateway",
+    "orchestrator.faces.cli_eval",
 )
 
 
@@ -51,6 +52,7 @@ def add_pipeline_options(p: argparse.ArgumentParser) -> None:
                    help="local: in-process engines (default); celery: the worker fleet (EXPERTMIX_REDIS_URL)")
     p.add_argument("--max-experts", type=int, help="budget: at most this many experts per question")
     p.add_argument("--max-cost", type=float, help="budget: at most this total relative cost per question")
+    p.add_argument("--max-tokens", type=int, help="budget: lower every expert's max_tokens to at most this")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -80,7 +82,8 @@ def make_orchestrator(args: argparse.Namespace, *, progress: bool = False):
 
 
 def budget_of(args: argparse.Namespace) -> dict[str, Any] | None:
-    budget = {k: v for k, v in (("max_experts", args.max_experts), ("max_cost", args.max_cost)) if v is not None}
+    pairs = (("max_experts", args.max_experts), ("max_cost", args.max_cost), ("max_tokens", args.max_tokens))
+    budget = {k: v for k, v in pairs if v is not None}
     return budget or None
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from aggregators.model_choice import default_profiles_dir
 from aggregators.base import AGGREGATORS, AggregationItem, make_aggregator
 from orchestrator.config import ExpertRegistry
 from orchestrator.context import RunContext
@@ -49,8 +52,11 @@ def test_synthesis_sends_one_batch_for_all_questions():
     items = [item(f"question number {i}", ("a", 1), ("b", 1)) for i in range(5)]
     out = make_aggregator("synthesis").aggregate(items, ctx(disp))
     assert [o.answer for o in out] == ["fused"] * 5
-    assert disp.batches == [("aggregate", "qwen-coder-0.5b", 5)]
-    assert out[0].model == "qwen-coder-0.5b"
+    chosen = json.loads((default_profiles_dir() / "aggregator.json").read_text())["model"]
+    assert disp.batches == [("aggregate", chosen, 5)]  # Symbolic-MoE's validated choice, not the registry's
+    assert out[0].model == chosen and "validated choice" in out[0].notes[0]
+    pinned = make_aggregator("synthesis", model="gemma3-270m").aggregate(items[:1], ctx(disp))
+    assert pinned[0].model == "gemma3-270m" and "pinned" in pinned[0].notes[0]
 
 
 def test_synthesis_prompt_lists_answers_and_strips_reasoning():
@@ -58,6 +64,41 @@ def test_synthesis_prompt_lists_answers_and_strips_reasoning():
     disp = FakeDispatcher(reply=lambda r: seen.append(r.messages[-1]["content"]) or "ok")
     make_aggregator("synthesis").aggregate([item("q?", ("<think>secret</think>Paris", 1), ("Lyon", 1))], ctx(disp))
     assert "Response 1:\nParis" in seen[0] and "Response 2:\nLyon" in seen[0] and "secret" not in seen[0]
+
+
+def test_synthesis_weighs_stated_answers_and_ends_in_the_question_format():
+    seen = []
+    disp = FakeDispatcher(reply=lambda r: seen.append(r.messages[-1]["content"]) or "0.15 * 240 = 36.\nAnswer: 36")
+    q = "What is 15% of 240?"
+    out = make_aggregator("synthesis").aggregate(
+        [item(q, ("15% of 240 is 32.\nAnswer: 32", 0.9), ("0.15 * 240 = 36. Answer: 36", 0.5))], ctx(disp))
+    assert "Response 1 (final answer: 32)" in seen[0] and "Final answers proposed: 32 (1 of 2), 36 (1 of 2)" in seen[0]
+    assert "Answer: <number>" in seen[0]
+    assert out[0].answer.endswith("Answer: 36")
+
+
+def test_synthesis_falls_back_to_the_weighted_vote_when_the_reply_states_nothing():
+    disp = FakeDispatcher(reply=lambda r: "Let me check the first response step by step and")
+    q = "Which is a mammal?\nA. trout\nB. whale\nC. shark"
+    out = make_aggregator("synthesis").aggregate(
+        [item(q, ("Answer: B", 0.3), ("Answer: B", 0.3), ("Answer: C", 0.5))], ctx(disp))
+    assert out[0].answer.endswith("Answer: B") and "score-weighted vote (B)" in out[0].notes[-1]
+
+
+def test_synthesis_skips_the_call_when_all_experts_state_the_same_value():
+    disp = FakeDispatcher()
+    out = make_aggregator("synthesis").aggregate(
+        [item("What is 6*7?", ("6*7 = 42", 0.2), ("Answer: 42", 0.9))], ctx(disp))
+    assert disp.batches == [] and out[0].answer == "Answer: 42" and "all 2 experts agree" in out[0].notes[0]
+
+
+def test_vote_weighted_by_router_scores():
+    q = "What is 6*7?"
+    answers = [("Answer: 41", 0.2), ("Answer: 41", 0.2), ("Answer: 42", 0.9)]
+    assert make_aggregator("vote").aggregate([item(q, *answers)], ctx())[0].answer == "41"
+    assert make_aggregator("vote", weights="score").aggregate([item(q, *answers)], ctx())[0].answer == "42"
+    with pytest.raises(ConfigError, match="unknown weights"):
+        make_aggregator("vote", weights="votes")
 
 
 def test_synthesis_passes_single_answer_through():
@@ -75,7 +116,7 @@ def test_vote_on_free_form_questions_matches_whole_answers():
     q = "What is the capital of Australia?"
     out = make_aggregator("vote").aggregate(
         [item(q, ("Canberra.", 0.2), ("canberra", 0.3), ("Sydney", 0.9))], ctx())
-    assert out[0].answer == "Canberra." and "vote (text)" in out[0].notes[0]
+    assert out[0].answer == "Canberra." and "vote (text, by count)" in out[0].notes[0]
 
 
 def test_vote_on_free_form_answers_that_all_differ_uses_the_top_scored():
@@ -83,3 +124,18 @@ def test_vote_on_free_form_answers_that_all_differ_uses_the_top_scored():
     out = make_aggregator("vote").aggregate(
         [item(q, ("Lists are mutable; there are 2 kinds.", 0.2), ("Tuples are immutable; Python 3.", 0.9))], ctx())
     assert out[0].answer == "Tuples are immutable; Python 3." and "no extractable text" in out[0].notes[0]
+
+
+def test_select_judge_picks_a_candidate_and_passes_it_unchanged():
+    seen = []
+    disp = FakeDispatcher(reply=lambda r: seen.append(r.messages[-1]["content"]) or "The second is right. Best: 2")
+    q = "What is 15% of 240?"
+    out = make_aggregator("select").aggregate(
+        [item(q, ("15% of 240 is 32. Answer: 32", 0.9), ("0.15 * 240 = 36. Answer: 36", 0.5))], ctx(disp))
+    assert "Candidate 1 (final answer 32; given by 1 of 2 experts)" in seen[0]
+    assert out[0].answer == "0.15 * 240 = 36. Answer: 36" and "picked candidate 2" in out[0].notes[1]
+    bad = make_aggregator("select").aggregate(
+        [item(q, ("Answer: 32", 0.9), ("Answer: 36", 0.5))], ctx(FakeDispatcher(reply=lambda r: "hmm")))
+    assert bad[0].answer == "Answer: 32" and "named no candidate" in bad[0].notes[1]
+    agreed = make_aggregator("select").aggregate([item(q, ("Answer: 36", 0.1), ("so 36", 0.2))], ctx(disp))
+    assert len(seen) == 1 and "no judge call" in agreed[0].notes[0]

@@ -41,7 +41,7 @@ SHAPES = [
                                ("experts", "experts", None), ("router", "router", FIXED), ("input", "input", None)],
      STD_EDGES, ["input", "router", "experts", "agg", "output"], "84", ["experts", "experts"]),
     ("synthesis", [("input", "input", None), ("router", "router", FIXED), ("experts", "experts", None),
-                   ("agg", "aggregator", {"aggregator": "synthesis", "pass_single": False}), ("output", "output", None)],
+                   ("agg", "aggregator", {"aggregator": "synthesis", "pass_single": False, "model": "qwen-coder-0.5b"}), ("output", "output", None)],
      STD_EDGES, ["input", "router", "experts", "agg", "output"], "Answer: 84 (qwen-coder-0.5b)",
      ["experts", "experts", "aggregate"]),
     ("single-expert-passthrough", [("input", "input", None), ("router", "router", {"router": "fixed", "experts": ["coder"]}),

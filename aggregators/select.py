@@ -1,0 +1,103 @@
+"""Select: an LLM judge picks the best of the experts' distinct final answers (no rewriting).
+
+Per question the k answers are grouped by their extracted final answer (:func:`~aggregators.answers.tally`);
+one answer agreed by all passes through without a call. Otherwise the judge model sees the
+question and one representative response per candidate (with its support) and replies
+``Best: <n>``; the chosen candidate's best-scored response is the answer, unchanged. A reply that
+names no valid candidate falls back to the score-weighted vote, and the trace says so.
+
+Example (YAML)::
+
+    - name: aggregate
+      type: aggregator
+      params: {aggregator: select, max_tokens: 128}
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aggregators.answers import KINDS, Candidate, question_kind, tally
+from aggregators.base import AGGREGATORS, Aggregated, AggregationItem
+from aggregators.model_choice import aggregator_model
+from orchestrator.context import RunContext
+from orchestrator.core import Sampling
+from orchestrator.errors import ConfigError
+from orchestrator.prompts import MAX_RESPONSE_CHARS, build_request, strip_reasoning
+
+JUDGE_SYSTEM = ("You are a strict judge. Several candidate answers to a question follow; exactly one final answer "
+                "is correct. Check the reasoning of each and pick the correct one.")
+_BEST = re.compile(r"best\s*(?:candidate)?\s*[:=]?\s*(?:candidate\s*)?#?\(?(\d+)\)?", re.IGNORECASE)
+
+
+def judge_prompt(question: str, cands: list[Candidate], k: int) -> str:
+    """The judge's user turn: numbered candidates with their final answer and support."""
+    parts = [f"Question: {question.strip()}"]
+    for i, c in enumerate(cands):
+        body = strip_reasoning(c.texts[0])
+        body = body if len(body) <= MAX_RESPONSE_CHARS else "..." + body[-MAX_RESPONSE_CHARS:]
+        parts.append(f"Candidate {i + 1} (final answer {c.value}; given by {c.count} of {k} experts):\n{body}")
+    parts.append(f"Which candidate's final answer is correct? Think briefly, then end with: Best: <1-{len(cands)}>")
+    return "\n\n".join(parts)
+
+
+@AGGREGATORS.register("select")
+class SelectAggregator:
+    """An LLM judge chooses among the distinct final answers; the chosen response passes unchanged."""
+
+    name = "select"
+
+    def __init__(self, model: str | None = None, max_tokens: int = 128, answer_type: str = "auto",
+                 profiles: str | None = None) -> None:
+        if max_tokens < 1:
+            raise ConfigError("select aggregator: max_tokens must be >= 1")
+        if answer_type not in KINDS or answer_type == "text":
+            raise ConfigError(f"select aggregator: answer_type {answer_type!r} is not supported",
+                              hint="use auto, choice, number, boxed or boolean (free-form answers: use synthesis)")
+        self.model, self.max_tokens, self.answer_type, self.profiles = model, max_tokens, answer_type, profiles
+
+    def config(self) -> dict[str, Any]:
+        return {"model": self.model, "max_tokens": self.max_tokens, "answer_type": self.answer_type,
+                "profiles": self.profiles}
+
+    def aggregate(self, items: list[AggregationItem], ctx: RunContext) -> list[Aggregated]:
+        model_name, source = aggregator_model(self.model, ctx.registry, profiles=self.profiles)
+        model = ctx.registry.model(model_name)
+        sampling = Sampling(temperature=0.0, max_tokens=self.max_tokens)
+        plans, requests = [], {}
+        for item in items:
+            kind = self.answer_type if self.answer_type != "auto" else question_kind(item.question.text)
+            cands = tally(item.answers, kind, by="score") if kind != "text" else []
+            plans.append(cands)
+            if len(cands) > 1:
+                key = ctx.key(item.question.id, "aggregate", self.name)
+                user = judge_prompt(item.question.text, cands, len(item.answers))
+                requests[item.question.id] = build_request(key, model, JUDGE_SYSTEM, user, sampling)
+        done = ctx.dispatcher.run_batches({model_name: list(requests.values())}, label="aggregate",
+                                          progress=ctx.progress) if requests else {}
+        out = []
+        for item, cands in zip(items, plans):
+            req = requests.get(item.question.id)
+            if req is None:
+                out.append(self._without_judge(item, cands))
+                continue
+            reply = done[req.key].text
+            picks = [int(n) for n in _BEST.findall(reply) if 1 <= int(n) <= len(cands)]
+            notes = [f"aggregator model {model_name}: {source}"]
+            if picks:
+                chosen = cands[picks[-1] - 1]
+                notes.append(f"select: judge picked candidate {picks[-1]} ({chosen.value}) of {len(cands)}")
+            else:
+                chosen = cands[0]
+                notes.append(f"select: the judge named no candidate; used the score-weighted vote ({chosen.value})")
+            out.append(Aggregated(answer=chosen.texts[0], aggregator=self.name, model=model_name, notes=notes))
+        return out
+
+    def _without_judge(self, item: AggregationItem, cands: list[Candidate]) -> Aggregated:
+        if cands:
+            return Aggregated(answer=cands[0].texts[0], aggregator=self.name,
+                              notes=[f"select: one final answer ({cands[0].value}); no judge call"])
+        best = max(item.answers, key=lambda a: a.score) if item.answers else None
+        return Aggregated(answer=best.text.strip() if best else "", aggregator=self.name,
+                          notes=["select: no extractable answer; used the top-scored expert's answer"])
