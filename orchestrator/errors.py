@@ -75,3 +75,9 @@ class DispatchError(ExpertmixError):
     """The worker fleet cannot take or finish a job (no live worker, job failed for good)."""
 
     exit_code = 5
+
+
+class RoutingError(ExpertmixError):
+    """A router broke its contract (no expert ranked, or not one decision per question)."""
+
+    exit_code = 5

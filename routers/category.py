@@ -43,8 +43,9 @@ import yaml
 from orchestrator.config import ExpertRegistry, load_yaml
 from orchestrator.context import RunContext
 from orchestrator.errors import ConfigError, ModelNotFoundError
-from orchestrator.core import ExpertChoice, Question, check_question
-from routers.base import ROUTERS, RoutingDecision, apply_budget
+from orchestrator.core import ExpertChoice, Question
+from routers.base import ROUTERS, BaseRouter, Scored
+from routers.text import language, window
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 DEFAULT_MODEL_DIR = DATA_DIR
 DEFAULT_MAP = DATA_DIR / "category_map.yaml"
 GENERAL = "general"
-ENCODERS = ("minilm", "static")  # sentence encoders (the embedding router accepts these)
+ENCODERS = ("minilm", "static", "e5")  # sentence encoders (the embedding router accepts these)
 CATEGORY_ENCODERS = (*ENCODERS, "cascade")
 DEFAULT_ENCODER = "cascade"
 DEFAULT_CASCADE_THRESHOLD = 0.5
@@ -63,15 +64,21 @@ CASCADE_BATCH = 16
 
 
 def embed(texts: list[str], *, cache: bool = False, encoder: str = "minilm", batch_size: int = 128) -> np.ndarray:
-    """Normalised embeddings of ``texts``: MiniLM (memoised per text when ``cache``) or static."""
+    """Normalised embeddings of each text's window (:func:`routers.text.window`): MiniLM (memoised
+    per text when ``cache``), the static table, or multilingual e5. Any length is accepted."""
+    if encoder == "e5":
+        from routers.multilingual_embed import E5Embedder
+
+        return E5Embedder.shared().encode(texts)
+    windows = [window(t) for t in texts]
     if encoder == "static":
         from routers.static_embed import StaticEmbedder
 
-        return StaticEmbedder.shared().encode(texts)
+        return StaticEmbedder.shared().encode(windows)
     from skills.embeddings import Embedder
 
     emb = Embedder.shared()
-    return emb.encode_cached(texts) if cache else emb.encode(texts, batch_size=batch_size)
+    return emb.encode_cached(windows) if cache else emb.encode(windows, batch_size=batch_size)
 
 
 def weights_stem(encoder: str) -> str:
@@ -90,9 +97,14 @@ class CategoryModel:
         self.bias = bias.astype(np.float32)
         self.meta = dict(meta or {})
 
+    @property
+    def temperature(self) -> float:
+        """Calibration temperature fitted on held-out sources (1.0 when the model has none)."""
+        return float(self.meta.get("temperature", 1.0))
+
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """Class probabilities, shape (n, n_classes)."""
-        logits = X.astype(np.float32, copy=False) @ self.weights.T + self.bias
+        logits = (X.astype(np.float32, copy=False) @ self.weights.T + self.bias) / self.temperature
         logits -= logits.max(axis=1, keepdims=True)
         e = np.exp(logits)
         return e / e.sum(axis=1, keepdims=True)
@@ -166,7 +178,7 @@ def dump_category_map(mapping: dict[str, list[str]]) -> str:
 
 
 @ROUTERS.register("category")
-class CategoryRouter:
+class CategoryRouter(BaseRouter):
     """Classify into a category, below ``threshold`` fall back to ``general``, map to experts.
 
     ``encoder`` is ``minilm``, ``static`` or ``cascade`` (static first, MiniLM for questions whose
@@ -180,15 +192,14 @@ class CategoryRouter:
         category_map: str | Path | None = None, cache: bool = False, encoder: str = DEFAULT_ENCODER,
         cascade_threshold: float = DEFAULT_CASCADE_THRESHOLD, seed: int = 0,
     ) -> None:
-        if k < 1:
-            raise ConfigError(f"category router: k must be >= 1, got {k}")
+        super().__init__(k=k, seed=seed)
         for label, value in (("threshold", threshold), ("cascade_threshold", cascade_threshold)):
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ConfigError(f"category router: {label} must be in [0, 1], got {value}")
         if encoder not in CATEGORY_ENCODERS:
             raise ConfigError(f"category router: unknown encoder {encoder!r}",
                               hint=f"use one of: {', '.join(CATEGORY_ENCODERS)}")
-        self.k, self.threshold, self.seed, self.cache, self.encoder = k, threshold, seed, cache, encoder
+        self.threshold, self.cache, self.encoder = threshold, cache, encoder
         self.cascade_threshold = float(cascade_threshold)
         self.model_dir = Path(model_dir) if model_dir else None
         self.category_map = Path(category_map) if category_map else None
@@ -212,21 +223,21 @@ class CategoryRouter:
         """The classifier whose classes and threshold decide (MiniLM's for ``cascade``)."""
         return self.model_for("minilm" if self.encoder == "cascade" else self.encoder)
 
-    def _static_stage(self) -> CategoryModel | None:
-        """The cascade's first-stage classifier, or None when ``model_dir`` has no static weights."""
-        if "static" not in self._models:
+    def _stage(self, encoder: str) -> CategoryModel | None:
+        """An optional cascade stage's classifier, or None (with one warning) when ``model_dir`` lacks it."""
+        if encoder not in self._models:
             try:
-                model = self.model_for("static")
+                model = self.model_for(encoder)
             except ModelNotFoundError:
-                log.warning("category router: %s has no static classifier; cascade routes every question "
-                            "with MiniLM (train one with `expertmix train-router --encoder static`)",
-                            self.model_dir or DEFAULT_MODEL_DIR)
-                self._models["static"] = None
+                log.warning("category router: %s has no %s classifier; the cascade skips that stage "
+                            "(train one with `expertmix train-router --encoder %s`)",
+                            self.model_dir or DEFAULT_MODEL_DIR, encoder, encoder)
+                self._models[encoder] = None
                 return None
             if model.classes != self.model.classes:
-                raise ConfigError(f"category router: the static and MiniLM classifiers in {self.model_dir} "
+                raise ConfigError(f"category router: the {encoder} and MiniLM classifiers in {self.model_dir} "
                                   "have different classes", hint="retrain both on the same data")
-        return self._models["static"]
+        return self._models[encoder]
 
     def effective_threshold(self) -> float:
         """The configured threshold, else the one stored with the trained model (else 0.35)."""
@@ -236,12 +247,12 @@ class CategoryRouter:
         """Load the category map, the classifier(s) and the encoder(s) this router uses."""
         self._map_for(ctx.registry)
         warm = [f"warm up {c}" for c in self.model.classes]
-        if self.encoder != "cascade":
-            embed(warm, encoder=self.encoder)
-            return
-        if self._static_stage() is not None:
-            embed(warm, encoder="static")
-        embed(warm, encoder="minilm")
+        stages = [self.encoder] if self.encoder != "cascade" else ["static", "e5"]
+        for encoder in stages:
+            if self.encoder != "cascade" or self._stage(encoder) is not None:
+                embed(warm, encoder=encoder)
+        if self.encoder == "cascade":
+            embed(warm, encoder="minilm")
 
     def _map_for(self, registry: ExpertRegistry) -> dict[str, list[str]]:
         if self._maps is None or self._maps[0] != id(registry):
@@ -254,22 +265,34 @@ class CategoryRouter:
         probs, _ = self.probabilities(texts)
         return self.categories_from_probs(probs), probs
 
-    def probabilities(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(class probabilities, bool mask of the texts the MiniLM stage of ``cascade`` decided)."""
-        if not texts:
-            return np.zeros((0, len(self.model.classes)), dtype=np.float32), np.zeros(0, dtype=bool)
+    def probabilities(self, texts: list[str]) -> tuple[np.ndarray, list[str]]:
+        """(class probabilities, the encoder that decided each text).
+
+        ``cascade``: non-English texts (:func:`routers.text.language`) go to the multilingual e5
+        classifier; English ones to the static classifier, and those it is unsure of (top
+        probability below ``cascade_threshold``) to MiniLM, in small batches.
+        """
+        n = len(texts)
+        probs = np.zeros((n, len(self.model.classes)), dtype=np.float32)
         if self.encoder != "cascade":
-            probs = self.model.predict_proba(embed(texts, cache=self.cache, encoder=self.encoder))
-            return probs, np.full(len(texts), self.encoder == "minilm")
-        static = self._static_stage()
-        if static is None:
-            return self.probabilities_with("minilm", texts), np.ones(len(texts), dtype=bool)
-        probs = static.predict_proba(embed(texts, encoder="static"))
-        low = probs.max(axis=1) < self.cascade_threshold
-        if low.any():  # one MiniLM batch for every low-confidence question
-            unsure = [t for t, hit in zip(texts, low) if hit]
-            probs[low] = self.probabilities_with("minilm", unsure, batch_size=CASCADE_BATCH)
-        return probs, low
+            if n:
+                probs = self.model.predict_proba(embed(texts, cache=self.cache, encoder=self.encoder))
+            return probs, [self.encoder] * n
+        stage = np.array(["minilm"] * n, dtype=object)
+        if self._stage("e5") is not None:
+            stage[[language(t) not in ("en", "und") for t in texts]] = "e5"
+        if self._stage("static") is not None:
+            stage[stage == "minilm"] = "static"
+        for encoder in ("e5", "static"):
+            idx = np.flatnonzero(stage == encoder)
+            if len(idx):
+                probs[idx] = self.probabilities_with(encoder, [texts[i] for i in idx])
+        low = np.flatnonzero((stage == "static") & (probs.max(axis=1) < self.cascade_threshold))
+        stage[low] = "minilm"
+        idx = np.flatnonzero(stage == "minilm")
+        if len(idx):  # one MiniLM pass for every unsure English question
+            probs[idx] = self.probabilities_with("minilm", [texts[i] for i in idx], batch_size=CASCADE_BATCH)
+        return probs, [str(s) for s in stage]
 
     def probabilities_with(self, encoder: str, texts: list[str], batch_size: int = 128) -> np.ndarray:
         """Class probabilities of ``texts`` from the ``encoder`` classifier alone."""
@@ -281,20 +304,20 @@ class CategoryRouter:
         best = probs.argmax(axis=1) if len(probs) else []
         return [classes[j] if probs[i, j] >= threshold else GENERAL for i, j in enumerate(best)]
 
-    def route(self, questions: list[Question], ctx: RunContext) -> list[RoutingDecision]:
-        texts = [check_question(q.text, where=q.id) for q in questions]
+    def score(self, questions: list[Question], ctx: RunContext) -> list[Scored]:
         mapping = self._map_for(ctx.registry)
-        cats, probs = self.classify(texts)
+        probs, stages = self.probabilities([q.text for q in questions])
+        cats = self.categories_from_probs(probs)
         out = []
-        for i, (q, cat) in enumerate(zip(questions, cats)):
+        for i, cat in enumerate(cats):
             p = {c: float(probs[i, j]) for j, c in enumerate(self.model.classes)}
             ranked, notes = self._ranked(cat, p, mapping, ctx.registry)
-            chosen = apply_budget(ranked, ctx.registry, ctx.budget, k=self.k)
             top = max(p, key=p.get)
             if cat == GENERAL and top != GENERAL:
                 notes.append(f"category router: {top} at {p[top]:.2f} is below the threshold; routed to general")
-            out.append(RoutingDecision(question_id=q.id, experts=chosen, router=self.name, category=cat,
-                                       confidence=round(p[top], 4), notes=notes))
+            if self.encoder == "cascade" and stages[i] == "e5":
+                notes.append("category router: non-English prompt; classified by the multilingual encoder")
+            out.append(Scored(ranked, category=cat, confidence=p[top], notes=notes))
         return out
 
     def _ranked(

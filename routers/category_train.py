@@ -41,6 +41,7 @@ class Example(BaseModel):
     category: str
     source: str
     weight: float = 1.0
+    lang: str = "en"
 
 
 def stem(question: str) -> str:

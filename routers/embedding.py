@@ -30,8 +30,8 @@ import numpy as np
 from orchestrator.config import ExpertRegistry, load_yaml
 from orchestrator.context import RunContext
 from orchestrator.errors import ConfigError
-from orchestrator.core import ExpertChoice, Question, check_question
-from routers.base import ROUTERS, RoutingDecision, apply_budget
+from orchestrator.core import Question, check_question
+from routers.base import ROUTERS, BaseRouter, Scored, ranked_by
 
 DEFAULT_EXAMPLES = Path(__file__).resolve().parent / "data" / "expert_examples.yaml"
 BUILTIN_SOURCE = "builtin:experts.yaml"
@@ -47,7 +47,7 @@ def load_examples_file(path: str | Path) -> dict[str, list[str]]:
 
 
 @ROUTERS.register("embedding")
-class EmbeddingRouter:
+class EmbeddingRouter(BaseRouter):
     """Nearest experts by similarity between the question and each expert's example questions."""
 
     name = "embedding"
@@ -59,9 +59,10 @@ class EmbeddingRouter:
     ) -> None:
         from routers.category import ENCODERS
 
-        if k < 1 or top_n < 1:
-            raise ConfigError(f"embedding router: k and top_n must be >= 1, got k={k}, top_n={top_n}")
-        self.k, self.top_n, self.seed = k, top_n, seed
+        super().__init__(k=k, seed=seed)
+        if top_n < 1:
+            raise ConfigError(f"embedding router: top_n must be >= 1, got {top_n}")
+        self.top_n = top_n
         self.examples_files = [str(p) for p in examples_files or []]
         if encoder not in ENCODERS:
             raise ConfigError(f"embedding router: unknown encoder {encoder!r}", hint=f"use one of: {', '.join(ENCODERS)}")
@@ -147,20 +148,13 @@ class EmbeddingRouter:
             out[:, j] = np.sort(sims, axis=1)[:, -n:].mean(axis=1)
         return names, out
 
-    def route(self, questions: list[Question], ctx: RunContext) -> list[RoutingDecision]:
-        texts = [check_question(q.text, where=q.id) for q in questions]
-        if not texts:
-            return []
-        names, sims = self.scores(texts, ctx.registry)
+    def score(self, questions: list[Question], ctx: RunContext) -> list[Scored]:
+        names, sims = self.scores([q.text for q in questions], ctx.registry)
         out = []
-        for i, q in enumerate(questions):
-            # ties go to the cheaper expert, then the name: deterministic
-            order = sorted(range(len(names)), key=lambda j: (-sims[i, j], ctx.registry.expert(names[j]).cost, names[j]))
-            ranked = [ExpertChoice(name=names[j], score=round(float(sims[i, j]), 4)) for j in order]
-            chosen = apply_budget(ranked, ctx.registry, ctx.budget, k=self.k)
+        for i in range(len(questions)):
+            ranked = ranked_by({n: float(sims[i, j]) for j, n in enumerate(names)}, ctx.registry)
             top = np.exp(sims[i] * 20)  # softmax over experts, temperature 0.05, as a confidence
-            conf = float(top[order[0]] / top.sum())
-            cats = ctx.registry.expert(chosen[0].name).categories
-            out.append(RoutingDecision(question_id=q.id, experts=chosen, router=self.name,
-                                       category=cats[0] if cats else None, confidence=round(conf, 4)))
+            cats = ctx.registry.expert(ranked[0].name).categories
+            out.append(Scored(ranked, category=cats[0] if cats else None,
+                              confidence=float(top.max() / top.sum())))
         return out

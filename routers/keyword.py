@@ -21,8 +21,9 @@ from typing import Any
 from orchestrator.config import ExpertRegistry
 from orchestrator.context import RunContext
 from orchestrator.errors import ConfigError
-from orchestrator.core import ExpertChoice, Question, check_question
-from routers.base import ROUTERS, RoutingDecision, apply_budget
+from orchestrator.core import ExpertChoice, Question
+from routers.base import ROUTERS, BaseRouter, Scored, ranked_by
+from routers.text import window
 
 _WORD = re.compile(r"[a-z][a-z0-9+#]+")
 _STOP = frozenset("the a an of to in on and or for is are was were be what which who how why does do did with "
@@ -34,19 +35,14 @@ def words(text: str) -> list[str]:
 
 
 @ROUTERS.register("keyword")
-class KeywordRouter:
+class KeywordRouter(BaseRouter):
     """Top-k experts by IDF-weighted word overlap with each expert's profile text."""
 
     name = "keyword"
 
     def __init__(self, k: int = 3, seed: int = 0) -> None:
-        if k < 1:
-            raise ConfigError(f"keyword router: k must be >= 1, got {k}")
-        self.k, self.seed = k, seed
+        super().__init__(k=k, seed=seed)
         self._index: tuple[int, dict[str, Counter], dict[str, float]] | None = None
-
-    def config(self) -> dict[str, Any]:
-        return {"k": self.k, "seed": self.seed}
 
     def warm_up(self, ctx: RunContext) -> None:
         self._vocab(ctx.registry)
@@ -60,27 +56,23 @@ class KeywordRouter:
             self._index = (id(registry), bags, idf)
         return self._index[1], self._index[2]
 
-    def route(self, questions: list[Question], ctx: RunContext) -> list[RoutingDecision]:
+    def score(self, questions: list[Question], ctx: RunContext) -> list[Scored]:
         bags, idf = self._vocab(ctx.registry)
         out = []
         for q in questions:
-            qwords = set(words(check_question(q.text, where=q.id)))
+            qwords = set(words(window(q.text, 4_000, 1_000)))
             scores = {name: sum(idf[w] for w in qwords if w in bag) for name, bag in bags.items()}
-            # ties (often all zero) go to the cheaper expert, then the name: deterministic
-            ranked = sorted(scores, key=lambda n: (-scores[n], ctx.registry.expert(n).cost, n))
-            chosen = apply_budget([ExpertChoice(name=n, score=round(scores[n], 4)) for n in ranked],
-                                  ctx.registry, ctx.budget, k=self.k)
+            ranked = ranked_by(scores, ctx.registry)  # ties (often all zero) go to the cheaper expert
             total = sum(scores.values())
-            conf = (chosen[0].score / total) if total > 0 else 0.0
             notes = [] if total > 0 else ["keyword router: no overlap with any expert; picked the cheapest"]
             matched = sorted(w for w in qwords if any(w in bag for bag in bags.values()))
-            out.append(RoutingDecision(question_id=q.id, experts=chosen, router=self.name,
-                                       skills=matched[:5], confidence=round(conf, 4), notes=notes))
+            out.append(Scored(ranked, confidence=ranked[0].score / total if total > 0 else 0.0,
+                              skills=matched[:5], notes=notes))
         return out
 
 
 @ROUTERS.register("fixed")
-class FixedRouter:
+class FixedRouter(BaseRouter):
     """Always the same experts (useful for ensembles, A/B tests and debugging)."""
 
     name = "fixed"
@@ -88,7 +80,8 @@ class FixedRouter:
     def __init__(self, experts: list[str], seed: int = 0) -> None:
         if not experts:
             raise ConfigError("fixed router: `experts` is empty", hint="list at least one expert name")
-        self.experts, self.seed = list(experts), seed
+        super().__init__(k=len(experts), seed=seed)
+        self.experts = list(experts)
 
     def config(self) -> dict[str, Any]:
         return {"experts": self.experts}
@@ -97,11 +90,6 @@ class FixedRouter:
         for name in self.experts:
             ctx.registry.expert(name)
 
-    def route(self, questions: list[Question], ctx: RunContext) -> list[RoutingDecision]:
+    def score(self, questions: list[Question], ctx: RunContext) -> list[Scored]:
         choices = [ExpertChoice(name=ctx.registry.expert(n).name, score=1.0) for n in self.experts]
-        out = []
-        for q in questions:
-            check_question(q.text, where=q.id)
-            chosen = apply_budget(choices, ctx.registry, ctx.budget, k=len(choices))
-            out.append(RoutingDecision(question_id=q.id, experts=chosen, router=self.name, confidence=1.0))
-        return out
+        return [Scored(list(choices), confidence=1.0) for _ in questions]

@@ -51,13 +51,16 @@ def keyword_reply(request) -> str:
 
 @pytest.fixture
 def fake_embedder(monkeypatch):
-    """Every ``Embedder.shared()`` and ``StaticEmbedder.shared()`` user in this test gets a :class:`FakeEmbedder`."""
+    """Every ``Embedder``, ``StaticEmbedder`` and ``E5Embedder`` ``shared()`` user in this test gets a
+    :class:`FakeEmbedder`."""
+    from routers.multilingual_embed import E5Embedder
     from routers.static_embed import StaticEmbedder
     from skills.embeddings import Embedder
 
     fake = FakeEmbedder()
     monkeypatch.setattr(Embedder, "_shared", fake)
     monkeypatch.setattr(StaticEmbedder, "_shared", fake)
+    monkeypatch.setattr(E5Embedder, "_shared", fake)
     return fake
 
 

@@ -75,7 +75,9 @@ def test_confident_category_maps_to_its_primary_expert(fake_ctx):
 
 def test_max_cost_skips_an_expensive_primary(fake_ctx, monkeypatch):
     router = CategoryRouter(k=1, threshold=0.0)
-    monkeypatch.setattr(router, "classify", lambda texts: (["code"] * len(texts), np.full((len(texts), 9), 1 / 9)))
+    probs = np.full(9, 0.1 / 8)
+    probs[router.model.classes.index("code")] = 0.9
+    monkeypatch.setattr(router, "probabilities", lambda texts: (np.tile(probs, (len(texts), 1)), ["static"] * len(texts)))
     fake_ctx.budget = Budget(max_cost=1.0)  # coder costs 3.5
     d = router.route([Question(id="q", text="fix my python bug")], fake_ctx)[0]
     assert d.category == "code"

@@ -25,14 +25,14 @@ class FakeEncoders:
     """
 
     def __init__(self) -> None:
-        self.calls: dict[str, list[list[str]]] = {"static": [], "minilm": []}
+        self.calls: dict[str, list[list[str]]] = {"static": [], "minilm": [], "e5": []}
 
     def __call__(self, texts, *, cache=False, encoder="minilm", batch_size=128):
         self.calls[encoder].append(list(texts))
         X = np.zeros((len(texts), 2), dtype=np.float32)
         for i, t in enumerate(texts):
-            cls, conf = t.split()
-            X[i] = [CLASSES.index(cls), float(conf)]
+            cls, conf = t.rsplit(maxsplit=1)
+            X[i] = [CLASSES.index(cls) if cls in CLASSES else 0, float(conf)]
         return X
 
 
@@ -75,7 +75,18 @@ def test_only_low_confidence_questions_go_to_minilm_in_one_batch(encoders):
     assert cats == ["code", "math", "general", "math", "general"]
     assert probs.shape == (5, 3) and np.allclose(probs.sum(axis=1), 1.0)
     _, rerouted = router.probabilities(texts)
-    assert rerouted.tolist() == [False, True, False, True, False]
+    assert rerouted == ["static", "minilm", "static", "minilm", "static"]
+
+
+def test_non_english_questions_go_to_the_multilingual_stage(encoders, fake_ctx):
+    router = cascade_router(0.5)
+    router._models["e5"] = FakeClassifier(minilm_class="code")
+    texts = ["code 0.9", "这段代码为什么报错 0.2", "Почему мой код падает 0.2"]
+    probs, stages = router.probabilities(texts)
+    assert stages == ["static", "e5", "e5"]
+    assert encoders.calls["e5"] == [texts[1:]] and encoders.calls["minilm"] == []
+    d = router.route([Question(id="zh", text=texts[1])], fake_ctx)[0]
+    assert d.category == "code" and any("multilingual" in n for n in d.notes)
 
 
 def test_confident_batch_never_runs_minilm(encoders):

