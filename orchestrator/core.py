@@ -26,10 +26,6 @@ from orchestrator.registry import Registry
 if TYPE_CHECKING:
     from orchestrator.context import RunContext
 
-# Keeps question + system prompt + k answers inside the small models' 2048-token context.
-MAX_QUESTION_CHARS = 4_000
-
-
 class Question(BaseModel):
     """One question of a run. ``id`` is stable across resumes and redeliveries."""
 
@@ -43,17 +39,16 @@ class Question(BaseModel):
 
 
 def check_question(text: Any, *, where: str = "question") -> str:
-    """Reject empty, non-string and oversized questions with a message that says what to fix."""
+    """Reject empty and non-string questions with a message that says what to fix.
+
+    Any length is accepted: routers read a bounded window of a prompt, and each model's context
+    window is checked when its request is built (:func:`orchestrator.prompts.build_request`).
+    """
     if not isinstance(text, str):
         raise InputError(f"{where}: the question must be a string, got {type(text).__name__}")
     stripped = text.strip()
     if not stripped:
         raise InputError(f"{where}: the question is empty", hint="pass a non-empty question text")
-    if len(stripped) > MAX_QUESTION_CHARS:
-        raise InputError(
-            f"{where}: the question has {len(stripped)} characters, more than {MAX_QUESTION_CHARS}",
-            hint="shorten it or split it into several questions",
-        )
     return stripped
 
 

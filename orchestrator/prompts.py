@@ -2,14 +2,26 @@
 
 Chat models get messages (the expert's system prompt + the question); base models (``chat: false``)
 get a completion-style prompt, never a chat template.
+
+Each request must fit its model's context window (``ModelSpec.max_model_len``: 2,048 tokens for
+the small local models, 128k for a hosted one that declares it). A user turn that would not fit
+is cut to its head and tail with a marker saying how much was left out, and a warning names the
+request; a window too small for even that raises :class:`InputError` for that request alone.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 
 from orchestrator.config import ExpertSpec, ModelSpec
 from orchestrator.core import GenerationRequest, Sampling
+from orchestrator.errors import InputError
+
+log = logging.getLogger(__name__)
+
+TEMPLATE_TOKENS = 32  # chat-template / completion-frame overhead
+MIN_USER_TOKENS = 64  # below this a cut prompt says nothing useful
 
 _THINK = re.compile(r"^.*?</think>", re.DOTALL)
 
@@ -29,10 +41,39 @@ def completion_prompt(system: str | None, question: str) -> str:
     return f"{preamble}Question: {question.strip()}\nAnswer:"
 
 
+def estimate_tokens(text: str) -> int:
+    """A cautious token count without a tokenizer: ~4 ASCII characters per token, and one per
+    other character (CJK characters are about a token each)."""
+    ascii_chars = sum(ch.isascii() for ch in text)
+    return ascii_chars // 4 + (len(text) - ascii_chars) + 1
+
+
+def fit_to_context(key: str, model: ModelSpec, system: str | None, user: str, sampling: Sampling) -> str:
+    """``user`` unchanged if the request fits ``model.max_model_len``, else its head and tail."""
+    budget = model.max_model_len - sampling.max_tokens - TEMPLATE_TOKENS - estimate_tokens(system or "")
+    need = estimate_tokens(user)
+    if need <= budget:
+        return user
+    if budget < MIN_USER_TOKENS:
+        raise InputError(
+            f"{key}: model {model.name!r} has a {model.max_model_len}-token context; its system prompt and "
+            f"max_tokens={sampling.max_tokens} leave {max(budget, 0)} tokens for the prompt",
+            hint=f"lower max_tokens or raise max_model_len of {model.name!r} in the model registry",
+        )
+    keep = max(1, int(len(user) * budget / need * 0.9))
+    head, tail = user[: keep * 2 // 3], user[len(user) - keep // 3:]
+    marker = f"\n[... {len(user) - len(head) - len(tail)} characters left out to fit {model.name}'s context ...]\n"
+    log.warning("%s: prompt of ~%d tokens cut to ~%d to fit %s's %d-token context (head and tail kept)",
+                key, need, budget, model.name, model.max_model_len)
+    return head + marker + tail
+
+
 def build_request(
     key: str, model: ModelSpec, system: str | None, user: str, sampling: Sampling
 ) -> GenerationRequest:
-    """A request in the style the model needs (chat messages or a completion prompt)."""
+    """A request in the style the model needs (chat messages or a completion prompt), cut to fit
+    the model's context window when the user turn is too long (see the module docstring)."""
+    user = fit_to_context(key, model, system, user, sampling)
     if model.chat:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
         return GenerationRequest(key=key, model=model.name, messages=messages, sampling=sampling)

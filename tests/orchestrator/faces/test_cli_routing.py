@@ -14,12 +14,14 @@ pytestmark = pytest.mark.unit
 
 @pytest.fixture(autouse=True)
 def fake_embedder(monkeypatch):
+    from routers.multilingual_embed import E5Embedder
     from routers.static_embed import StaticEmbedder
     from skills.embeddings import Embedder
 
     fake = FakeEmbedder()
     monkeypatch.setattr(Embedder, "_shared", fake)
     monkeypatch.setattr(StaticEmbedder, "_shared", fake)  # the cascade's static encoder too
+    monkeypatch.setattr(E5Embedder, "_shared", fake)  # and its multilingual stage
 
 
 def write_jsonl(path, rows):
@@ -51,6 +53,19 @@ def test_route_file_keeps_ids_and_extra_fields(tmp_path, capsys):
     assert rows[0]["tag"] == 1
     assert {"category", "experts", "scores", "confidence"} <= set(rows[0])
     assert "routed 2 questions" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("router", ["category", "embedding", "keyword", "skill"])
+def test_route_file_with_a_20000_character_prompt_routes_every_line(tmp_path, router):
+    long = "Please review this CSV export and tell me the total revenue.\n" + "2024-01-03,widget,19.99,3\n" * 800
+    assert len(long) > 20_000
+    src = write_jsonl(tmp_path / "q.jsonl", [{"id": "short", "question": "Fix my Python bug"},
+                                             {"id": "long", "question": long},
+                                             {"id": "ru", "question": "Напиши стихотворение о весне"}])
+    out = tmp_path / "d.jsonl"
+    assert main(["route", "--router", router, "--input", str(src), "--output", str(out)]) == 0
+    rows = [json.loads(l) for l in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["short", "long", "ru"] and all(r["experts"] for r in rows)
 
 
 def test_route_rejects_bad_input(tmp_path, capsys):
