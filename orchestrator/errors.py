@@ -81,3 +81,13 @@ class RoutingError(ExpertmixError):
     """A router broke its contract (no expert ranked, or not one decision per question)."""
 
     exit_code = 5
+
+
+class OverloadedError(ExpertmixError):
+    """The gateway's queue is full: the request was refused before any work (HTTP 429)."""
+
+    exit_code = 6
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message, hint=f"retry after {retry_after_s} s (the Retry-After header), or lower the request rate")

@@ -119,13 +119,20 @@ def format_result(result: Any) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from orchestrator.faces.runfile import run_file
+    """Answer the file; exit 1 (after answering everything else) when some questions failed."""
+    from orchestrator.faces.runfile import check_run_files, run_file
 
     if args.chunk_size < 1:
         raise InputError("--chunk-size must be >= 1")
+    check_run_files(args.questions, args.out)  # refuse a bad input or --out before any model loads
     with make_orchestrator(args, progress=False) as orch:
         summary = run_file(orch, args.questions, args.out, chunk_size=args.chunk_size, budget=budget_of(args))
     print(json.dumps(summary), file=sys.stderr)
+    if summary["failed"]:
+        print(f"expertmix: {summary['failed']} of {summary['questions']} questions failed: their lines in "
+              f"{args.out} have status \"error\" and the reason in `error`; the others are answered "
+              "(fix them and rerun the same command: answered ones are kept)", file=sys.stderr)
+        return 1
     return 0
 
 

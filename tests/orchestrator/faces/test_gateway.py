@@ -203,7 +203,7 @@ def test_backend_and_fleet_errors_map_to_5xx(exc, status, code):
     with TestClient(create_app(make_orch(dispatcher=FakeFailingDispatcher(exc)))) as c:
         r = chat(c)
     assert r.status_code == status
-    assert r.json()["error"]["message"] == str(exc) and r.json()["error"]["code"] == code
+    assert r.json()["error"]["message"].endswith(str(exc)) and r.json()["error"]["code"] == code
 
 
 def test_a_pipeline_the_gateway_cannot_build_is_a_500_not_the_clients_fault():
@@ -364,7 +364,7 @@ async def _concurrent(app, dispatcher, first: str, rest: list[str]) -> list[http
             await asyncio.sleep(0.01)
         tail = [asyncio.create_task(post(t)) for t in rest]
         local = app.state.chat.local
-        while sum(len(g) for g in local._waiting.values()) < len(rest):
+        while local.waiting < len(rest):
             await asyncio.sleep(0.01)
         dispatcher.gate.set()
         return await asyncio.gather(head, *tail)
@@ -393,4 +393,5 @@ def test_one_bad_question_in_a_merged_run_fails_alone():
                                         ["What is 12 * 7?", "poison: what is 2 + 2?", "What is 12 * 7?"]))
     assert [r.status_code for r in responses] == [200, 200, 400, 200]
     assert "experts refuse" in responses[2].json()["error"]["message"]
-    assert len(dispatcher.calls) == 1 + 1 + 3  # the head run, the merged run that failed, each alone
+    # the head run, the merged run that failed, its halves (1 ok + 2 failing), the failing half's two
+    assert len(dispatcher.calls) == 1 + 1 + 2 + 2

@@ -1,0 +1,263 @@
+"""The gateway app: routes, the chat service, and the per-pipeline orchestrators."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from orchestrator.core import Question, Result
+from orchestrator.errors import BackendError, ConfigError, ExpertmixError, InputError, UnknownNameError
+from orchestrator.faces.gateway.errors import add_error_handlers, error_body, honest_openapi
+from orchestrator.faces.gateway.http import ApiKeys, BodyLimit, RequestId
+from orchestrator.faces.gateway.runs import Admission, LocalRuns
+from orchestrator.faces.gateway.schema import (
+    DEFAULT_MODEL_ALIAS,
+    ChatCompletionRequest,
+    chat_completion,
+    last_user_message,
+)
+from orchestrator.faces.sdk import DEFAULT_PIPELINE, Orchestrator
+from orchestrator.pipeline import Pipeline, builtin_pipelines
+
+log = logging.getLogger("orchestrator.gateway")
+
+MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_MAX_BATCH = 32  # questions merged into one local run
+DEFAULT_MAX_QUEUE = 128  # requests waiting or running; beyond it 429
+BODY_TIMEOUT_S = 10.0
+API_KEY_ENV = "EXPERTMIX_GATEWAY_API_KEY"  # one key
+API_KEYS_ENV = "EXPERTMIX_GATEWAY_API_KEYS"  # several, comma-separated
+API_KEYS_FILE_ENV = "EXPERTMIX_GATEWAY_API_KEYS_FILE"  # a file, one key per line
+_SHOWN_NAME_CHARS = 64
+
+OrchestratorFactory = Callable[[str], Orchestrator]
+
+
+def api_keys_from_env(env: dict[str, str] | None = None) -> list[str]:
+    """The accepted API keys: ``$EXPERTMIX_GATEWAY_API_KEY``, ``$EXPERTMIX_GATEWAY_API_KEYS``
+    (comma-separated) and the lines of ``$EXPERTMIX_GATEWAY_API_KEYS_FILE`` (``#`` comments skipped)."""
+    env = os.environ if env is None else env
+    keys = [env.get(API_KEY_ENV, "")] + env.get(API_KEYS_ENV, "").split(",")
+    if env.get(API_KEYS_FILE_ENV):
+        path = Path(env[API_KEYS_FILE_ENV])
+        try:
+            keys += path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"${API_KEYS_FILE_ENV} = {path}: cannot read the key file ({type(exc).__name__})",
+                              hint="point it at a UTF-8 text file with one key per line") from None
+    return [k.strip() for k in keys if k.strip() and not k.strip().startswith("#")]
+
+
+# ---- pipelines -> orchestrators ----------------------------------------------------------------
+class PipelineOrchestrators:
+    """One :class:`Orchestrator` per allowed pipeline name, created on first use and reused.
+
+    Only built-in pipeline names and the default pipeline are allowed: a request can never make
+    the gateway read a file path.
+    """
+
+    def __init__(self, source: Orchestrator | OrchestratorFactory, *, default_pipeline: str | None = None) -> None:
+        self._cache: dict[str, Orchestrator] = {}
+        self._guard = threading.Lock()
+        if isinstance(source, Orchestrator):
+            self.default = source.pipeline.name
+            self._cache[self.default] = source
+            self._factory: OrchestratorFactory = lambda name: _sibling(source, name)
+        elif callable(source):
+            self.default = default_pipeline or DEFAULT_PIPELINE
+            self._factory = source
+        else:
+            raise ConfigError(f"create_app needs an Orchestrator or a factory(name) -> Orchestrator, "
+                              f"got {type(source).__name__}")
+        self.names = sorted(set(builtin_pipelines()) | {self.default})
+
+    def resolve(self, model: str) -> str:
+        """The pipeline name a request's ``model`` means; unknown names list the choices."""
+        name = self.default if model == DEFAULT_MODEL_ALIAS else model
+        if name not in self.names:
+            shown = model if len(model) <= _SHOWN_NAME_CHARS else f"{model[:_SHOWN_NAME_CHARS]}... ({len(model)} characters)"
+            raise UnknownNameError("pipeline", shown, [DEFAULT_MODEL_ALIAS, *self.names],
+                                   where="the request's `model` (GET /v1/models lists them)")
+        return name
+
+    def get(self, name: str) -> Orchestrator:
+        """The orchestrator for an allowed pipeline name (built on first use)."""
+        with self._guard:
+            if name not in self._cache:
+                try:
+                    self._cache[name] = self._factory(name)
+                except ConfigError as exc:  # the gateway's own setup is wrong, not the request: a 500
+                    raise ExpertmixError(f"pipeline {name!r} is misconfigured on this gateway: {exc}",
+                                         hint="check the gateway's pipelines and expert registry; "
+                                              "`expertmix pipelines validate NAME` checks one") from exc
+            return self._cache[name]
+
+    def first(self) -> Orchestrator:
+        return self.get(self.default)
+
+    def close(self) -> None:
+        """Release every distinct dispatcher once (siblings share their dispatcher)."""
+        with self._guard:
+            dispatchers = {id(o.dispatcher): o.dispatcher for o in self._cache.values()}
+            self._cache.clear()
+        for dispatcher in dispatchers.values():
+            dispatcher.close()
+
+
+def _sibling(base: Orchestrator, name: str) -> Orchestrator:
+    """An orchestrator for another built-in pipeline sharing ``base``'s registry and dispatcher."""
+    return Orchestrator(base.registry, Pipeline.load(name), executor=base.executor,
+                        dispatcher=base.dispatcher, seed=base.seed)
+
+
+# ---- the chat service ----------------------------------------------------------------------------
+class ChatService:
+    """The body of ``POST /v1/chat/completions``: admission, question out of the messages, the run,
+    the answer in OpenAI shape."""
+
+    def __init__(self, orchestrators: PipelineOrchestrators, *, max_batch: int, max_queue: int) -> None:
+        self.orchestrators = orchestrators
+        self.admission = Admission(max_queue)
+        self.local = LocalRuns(max_batch)
+
+    async def complete(self, req: ChatCompletionRequest, *, request_id: str) -> dict[str, Any]:
+        if req.stream:
+            raise InputError("streaming is not supported by the expertmix gateway",
+                             hint="send the request with stream=false (the default)")
+        completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        question = Question.make(last_user_message(req.messages), id=completion_id)  # 400 before any queueing
+        name = self.orchestrators.resolve(req.model)
+        started = self.admission.enter()  # 429 beyond the queue limit
+        try:
+            orch = await asyncio.to_thread(self.orchestrators.get, name)
+            if orch.executor == "local":
+                result = await self.local.ask(orch, question, req.expertmix_budget)
+            else:  # the fleet takes concurrent runs; its workers coalesce them into batches
+                (result,) = await orch.arun([question], budget=req.expertmix_budget)
+        except BackendError as exc:  # the log line and the client both get the request id
+            raise BackendError(f"request {request_id}: {exc.message}", hint=exc.hint) from exc
+        finally:
+            self.admission.leave(started)
+        if result.status == "error":
+            raise _result_error(result, name, request_id)
+        return chat_completion(result, request_id=completion_id, model=name)
+
+
+def _result_error(result: Result, name: str, request_id: str) -> ExpertmixError:
+    kind = getattr(result, "error_type", None)
+    cls = InputError if kind == "input_error" else BackendError
+    return cls(f"pipeline {name!r} failed on request {request_id}: {result.error}")
+
+
+async def _until_disconnect(request: Request) -> None:
+    """Returns when the client hangs up (the body was read already, so only that can arrive)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+# ---- the app -----------------------------------------------------------------------------------
+_V1 = [400, 401, 405, 408, 413, 500, 503]
+STATUSES = {("POST", "/v1/chat/completions"): [*_V1, 429], ("GET", "/v1/models"): _V1,
+            ("GET", "/healthz"): [405, 408, 413, 500, 503], ("GET", "/readyz"): [405, 408, 413, 500, 503]}
+
+
+def create_app(source: Orchestrator | OrchestratorFactory, *, default_pipeline: str | None = None,
+               max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = DEFAULT_MAX_BATCH,
+               max_queue: int = DEFAULT_MAX_QUEUE, body_timeout_s: float = BODY_TIMEOUT_S,
+               api_keys: list[str] | None = None) -> FastAPI:
+    """The gateway app over an orchestrator (its siblings share its engines) or a factory.
+
+    ``source`` is either a ready :class:`Orchestrator` (its pipeline is the default; other
+    built-in pipelines reuse its registry and dispatcher) or ``factory(pipeline_name)`` returning
+    one (``default_pipeline`` names the default then). Engines are released at shutdown.
+    With local engines, concurrent requests are merged into runs of up to ``max_batch`` questions;
+    at most ``max_queue`` requests wait or run at once (429 beyond). ``api_keys`` defaults to
+    :func:`api_keys_from_env`; no keys means an open gateway.
+    """
+    orchestrators = PipelineOrchestrators(source, default_pipeline=default_pipeline)
+    service = ChatService(orchestrators, max_batch=max_batch, max_queue=max_queue)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        await asyncio.to_thread(orchestrators.close)
+
+    app = FastAPI(title="expertmix gateway", version="0.1.0", lifespan=lifespan,
+                  description="OpenAI-compatible chat completions over expertmix pipelines.")
+    app.state.orchestrators = orchestrators
+    app.state.chat = service
+    add_error_handlers(app)
+    honest_openapi(app, STATUSES)
+    keys = api_keys_from_env() if api_keys is None else api_keys
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, body_timeout_s=body_timeout_s, error_body=error_body)
+    app.add_middleware(ApiKeys, keys=keys, error_body=error_body,  # before reading bodies
+                       env_hint=f"${API_KEY_ENV}, ${API_KEYS_ENV} or ${API_KEYS_FILE_ENV}")
+    app.add_middleware(RequestId)  # outermost: every response has x-request-id
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(req: ChatCompletionRequest, request: Request) -> Any:
+        request_id = request.scope.get("state", {}).get("request_id", "-")
+        work = asyncio.ensure_future(service.complete(req, request_id=request_id))
+        gone = asyncio.ensure_future(_until_disconnect(request))
+        try:
+            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the server cancelled this request (shutdown, lost connection)
+            work.cancel()
+            raise
+        finally:
+            gone.cancel()
+        if not work.done():  # the client hung up: drop its request (off the queue if its run has not started)
+            work.cancel()
+            log.info("[%s] client disconnected; request dropped", request_id)
+            return Response(status_code=499)
+        return work.result()
+
+    @app.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        names = [DEFAULT_MODEL_ALIAS, *orchestrators.names]
+        return {"object": "list", "data": [
+            {"id": n, "object": "model", "created": 0, "owned_by": "expertmix",
+             "pipeline": orchestrators.default if n == DEFAULT_MODEL_ALIAS else n} for n in names]}
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        body = await asyncio.to_thread(readiness, orchestrators.first())
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
+
+    return app
+
+
+def readiness(orch: Orchestrator) -> dict[str, Any]:
+    """Whether the gateway can take requests: always for local engines (they load on first use);
+    with the fleet, Redis must answer. Models without a live worker are listed, not fatal."""
+    body: dict[str, Any] = {"ready": True, "executor": orch.executor, "default_pipeline": orch.pipeline.name}
+    if orch.executor != "celery":
+        pool = getattr(orch.dispatcher, "pool", None)
+        body["resident_models"] = sorted(pool.resident()) if pool is not None else []
+        return body
+    from workers.fleet import live_workers
+
+    store, settings = getattr(orch.dispatcher, "store", None), getattr(orch.dispatcher, "settings", None)
+    if store is None or settings is None:  # a custom fleet dispatcher: nothing more to probe
+        return body
+    ttl = settings.worker_ttl_s
+    try:
+        store.r.ping()
+        body["models_without_worker"] = [m for m in sorted(orch.registry.models) if not live_workers(store, m, ttl_s=ttl)]
+    except Exception as exc:  # any Redis failure means "not ready"; the probe reports why
+        body.update(ready=False, reason=f"Redis is unreachable: {type(exc).__name__}: {exc}")
+    return body
