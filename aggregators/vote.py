@@ -48,10 +48,12 @@ class VoteAggregator:
             cands = []  # free-form answers that all differ: no majority to speak of
         if not cands:
             best = max(item.answers, key=lambda a: a.score) if item.answers else None
-            return Aggregated(answer=best.text.strip() if best else "", aggregator=self.name,
+            return Aggregated(answer=best.text.strip() if best else "", aggregator=self.name, confidence=0.0,
                               notes=[f"vote: no extractable {kind} answer; used the top-scored expert's answer"])
         ranked = sorted(cands, key=lambda c: -c.count)
         shown = ", ".join(f"{c.value}: {c.count}" + (f" ({c.weight:.3g})" if self.weights == "score" else "") for c in ranked)
         winner = cands[0]
         answer = winner.texts[0] if kind == "text" else winner.value
-        return Aggregated(answer=answer, aggregator=self.name, notes=[f"vote ({kind}, by {self.weights}): {shown}"])
+        agreement = winner.count / max(1, len(item.answers))  # what a cascade escalates on
+        return Aggregated(answer=answer, aggregator=self.name, confidence=round(agreement, 4),
+                          notes=[f"vote ({kind}, by {self.weights}): {shown}"])

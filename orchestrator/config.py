@@ -206,8 +206,13 @@ def load_yaml(path: str | Path) -> Any:
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"{p}: no such file", hint="check the path")
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a directory, not a YAML file", hint="pass the path of a .yaml file")
     try:
-        return yaml.safe_load(p.read_text())
+        return yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r}); "
+                          "is it a binary file?", hint="pass a YAML text file saved as UTF-8") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -16,7 +16,11 @@ imports none of them. It holds:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
+import inspect
+import re
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol, get_args, runtime_checkable
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -25,6 +29,10 @@ from orchestrator.registry import Registry
 
 if TYPE_CHECKING:
     from orchestrator.context import RunContext
+
+# What no tokenizer takes: a lone UTF-16 surrogate (not encodable as UTF-8) and NUL.
+_UNTOKENIZABLE = re.compile("[\ud800-\udfff\x00]")
+
 
 class Question(BaseModel):
     """One question of a run. ``id`` is stable across resumes and redeliveries."""
@@ -49,6 +57,11 @@ def check_question(text: Any, *, where: str = "question") -> str:
     stripped = text.strip()
     if not stripped:
         raise InputError(f"{where}: the question is empty", hint="pass a non-empty question text")
+    bad = _UNTOKENIZABLE.search(stripped)
+    if bad:
+        kind = "a NUL character" if bad.group() == "\x00" else f"a lone UTF-16 surrogate (U+{ord(bad.group()):04X})"
+        raise InputError(f"{where}: the question contains {kind} at character {bad.start() + 1}, which no model can read",
+                         hint="remove it, or send valid UTF-8 text (surrogates come in pairs)")
     return stripped
 
 
@@ -113,8 +126,28 @@ class NodeTiming(BaseModel):
     seconds: float
 
 
+class TraceStep(BaseModel):
+    """One node's work on one question (or sub-question): what the node recorded (``part``),
+    plus what the executor measured: wall time of the node's run (shared by its ``batch`` of
+    questions), attempts, status and this question's prompt and completion tokens at the node."""
+
+    node: str
+    type: str
+    question: str
+    level: int = 1  # 1: the question itself; 2: one of its sub-questions
+    seconds: float = 0.0
+    batch: int = 1
+    attempts: int = 1
+    status: Literal["ok", "error"] = "ok"
+    error: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    part: dict[str, Any] = Field(default_factory=dict)
+
+
 class Trace(BaseModel):
-    """How an answer was made: routing, experts, aggregator, timings, model loads."""
+    """How an answer was made: the steps on the path that produced it, and a summary of them
+    (routing, experts, aggregator, timings, tokens, model loads)."""
 
     pipeline: str
     router: str | None = None
@@ -127,10 +160,17 @@ class Trace(BaseModel):
     model_loads: dict[str, int] = Field(default_factory=dict)
     answers: list[ExpertAnswer] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    steps: list[TraceStep] = Field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 class Result(BaseModel):
-    """The answer to one question: what the CLI prints with ``--json`` and the SDK returns."""
+    """The answer to one question: what the CLI prints with ``--json`` and the SDK returns.
+
+    ``status: error`` (with ``error``, one line naming the node) when this question failed; the
+    other questions of the run are unaffected.
+    """
 
     id: str
     question: str
@@ -141,6 +181,7 @@ class Result(BaseModel):
     trace: Trace
     status: Literal["ok", "error"] = "ok"
     error: str | None = None
+    error_type: str | None = None  # the error's class, e.g. InputError (the gateway answers 400)
 
 
 # ---- routing ---------------------------------------------------------------------------------
@@ -191,7 +232,105 @@ class Aggregated(BaseModel):
     answer: str
     aggregator: str
     model: str | None = None
+    confidence: float | None = None  # e.g. the share of answers that agree with a vote's winner
     notes: list[str] = Field(default_factory=list)
+
+
+# ---- ports: what travels along an edge, declared once ------------------------------------------
+@dataclass(frozen=True)
+class PortType:
+    """The type of a port: a value type name, and how its rows map.
+
+    ``children`` on an output: each question becomes several sub-questions (rows one level
+    deeper); on an input: the sub-question values arrive grouped, one list per question.
+    ``merge`` on an input: several edges may feed it, one per branch; a question arrives on at most
+    one of them (branches joining again, in question order).
+    """
+
+    name: str
+    children: bool = False
+    merge: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}[]" if self.children else self.name
+
+
+# A node's inputs come from its ``run`` keyword parameters annotated with these (a default makes
+# the input optional); its outputs from the ``outputs`` class attribute. Nothing is declared twice.
+Questions = Annotated[list[Question], PortType("questions")]
+Decisions = Annotated[list[RoutingDecision], PortType("decisions")]
+Answers = Annotated[list[list[ExpertAnswer]], PortType("answers")]
+Finals = Annotated[list[Aggregated], PortType("final")]
+SubQuestions = Annotated[list[list[Question]], PortType("questions", children=True)]
+SubAnswers = Annotated[list[list[list[ExpertAnswer]]], PortType("answers", children=True)]
+MergedFinals = Annotated[list[Aggregated], PortType("final", merge=True)]
+
+
+@dataclass
+class Selected:
+    """A node output for only some of the node's questions: question ``i`` continues on this
+    port when ``keep[i]`` (a branch). Questions not kept simply do not reach the nodes fed by it.
+
+    Example::
+
+        >>> out = Selected(values=["a", "b"], keep=[True, False])   # only the first goes on
+    """
+
+    values: list[Any]
+    keep: list[bool]
+
+
+_PORTS: dict[type, tuple[dict[str, PortType], dict[str, PortType], frozenset[str]]] = {}
+
+
+def node_ports(cls: type) -> tuple[dict[str, PortType], dict[str, PortType], frozenset[str]]:
+    """``(inputs, outputs, optional input names)`` of a node class, read once and cached.
+
+    Inputs are the keyword-only parameters of ``run`` (annotated ``Questions``, ``Answers``, ...;
+    a default makes one optional), or an explicit ``inputs`` mapping for a ``run(**inputs)``.
+    """
+    if cls not in _PORTS:
+        declared = next((c.__dict__["inputs"] for c in cls.__mro__ if c.__dict__.get("inputs") is not None), None)
+        if declared is not None:
+            inputs, optional = {p: port_type(t, where=f"{cls.__name__}.inputs[{p!r}]") for p, t in declared.items()}, frozenset()
+        else:
+            inputs, optional = _run_ports(cls)
+        outputs = {p: port_type(t, where=f"{cls.__name__}.outputs[{p!r}]") for p, t in (cls.outputs or {}).items()}
+        _PORTS[cls] = (inputs, outputs, optional)
+    return _PORTS[cls]
+
+
+def port_type(annotation: Any, *, where: str) -> PortType:
+    """The :class:`PortType` inside ``annotation`` (a port alias, ``alias | None``, a name)."""
+    if isinstance(annotation, PortType):
+        return annotation
+    if isinstance(annotation, str):
+        return PortType(annotation)
+    for meta in getattr(annotation, "__metadata__", ()):
+        if isinstance(meta, PortType):
+            return meta
+    for arg in get_args(annotation):
+        if arg is not type(None):
+            try:
+                return port_type(arg, where=where)
+            except TypeError:
+                continue
+    raise TypeError(f"{where}: {annotation!r} is not a port type; annotate with Questions, Decisions, "
+                    "Answers, Finals, SubQuestions, SubAnswers or MergedFinals from orchestrator.core")
+
+
+def _run_ports(cls: type) -> tuple[dict[str, PortType], frozenset[str]]:
+    namespace = vars(sys.modules[cls.run.__module__])
+    inputs, optional = {}, set()
+    for p in inspect.signature(cls.run).parameters.values():
+        if p.kind is not inspect.Parameter.KEYWORD_ONLY:
+            continue
+        ann = eval(p.annotation, namespace) if isinstance(p.annotation, str) else p.annotation  # noqa: S307 (own source)
+        inputs[p.name] = port_type(ann, where=f"{cls.__name__}.run parameter {p.name!r}")
+        if p.default is not inspect.Parameter.empty:
+            optional.add(p.name)
+    return inputs, frozenset(optional)
 
 
 # ---- dispatch --------------------------------------------------------------------------------
@@ -223,23 +362,38 @@ def group_by_model(requests: list[GenerationRequest]) -> dict[str, list[Generati
 
 # ---- pipeline nodes ---------------------------------------------------------------------------
 class Node:
-    """Base of pipeline node types: declare typed ``inputs``/``outputs``; implement ``run``.
+    """Base of pipeline node types: annotate ``run``'s keyword inputs, declare ``outputs``.
 
-    Every node works on a whole run at once: each port carries one value per question, in
-    question order. Port types: ``questions``, ``decisions``, ``answers``, ``final``.
+    A node works on a whole sub-batch at once: each input holds one value per question it was
+    given, in order, and ``run`` returns ``{port: one value per question}`` (or a
+    :class:`Selected` to send only some questions on). It records its part of each question's
+    trace with ``ctx.record(question.id, ...)``. Example::
+
+        class Shout(Node):
+            type_name = "shout"
+            outputs = {"final": Finals}
+
+            def run(self, ctx, *, questions: Questions, answers: Answers) -> dict[str, list]:
+                finals = [Aggregated(answer=a[0].text.upper(), aggregator="shout") for a in answers]
+                return {"final": finals}
     """
 
     type_name: ClassVar[str] = ""
-    inputs: ClassVar[dict[str, str]] = {}
-    outputs: ClassVar[dict[str, str]] = {}
+    inputs: ClassVar[dict[str, Any] | None] = None  # only for a run(**inputs); else read from run
+    outputs: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, name: str) -> None:
         self.name = name
 
+    @classmethod
+    def ports(cls) -> tuple[dict[str, PortType], dict[str, PortType], frozenset[str]]:
+        """``(inputs, outputs, optional inputs)``: see :func:`node_ports`."""
+        return node_ports(cls)
+
     def warm_up(self, ctx: "RunContext") -> None:
         """Load anything heavy (embedding models, classifiers). Engines load lazily in the pool."""
 
-    def run(self, ctx: "RunContext", **inputs: list[Any]) -> dict[str, list[Any]]:
+    def run(self, ctx: "RunContext", **inputs: list[Any]) -> dict[str, Any]:
         raise NotImplementedError
 
 

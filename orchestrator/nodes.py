@@ -1,11 +1,14 @@
 """The built-in node types, registered by name in :data:`~orchestrator.core.NODE_TYPES` (the YAML
 allowlist) through the ``expertmix.nodes`` entry point group, like third-party node types.
 
-Every node works on a whole run at once: each port carries one value per question, in question
-order. That is what lets the ``experts`` node send every model ONE batch.
+Every node works on a whole sub-batch at once: each port carries one value per question it was
+given, in question order. That is what lets the ``experts`` node send every model ONE batch.
+A node's inputs are its ``run`` keyword parameters (a default makes one optional); it records its
+own part of each question's trace with ``ctx.record``.
 
 Port types: ``questions`` (Question), ``decisions`` (RoutingDecision), ``answers``
-(list[ExpertAnswer]), ``final`` (Aggregated).
+(list[ExpertAnswer]), ``final`` (Aggregated). Branching, decomposition and cascades live in
+:mod:`orchestrator.flow`.
 """
 
 from __future__ import annotations
@@ -16,17 +19,23 @@ from orchestrator.context import RunContext
 from orchestrator.core import (
     NODE_TYPES,
     AggregationItem,
+    Answers,
+    Decisions,
     ExpertAnswer,
+    Finals,
     GenerationRequest,
+    MergedFinals,
     Node,
     Question,
+    Questions,
+    RoutingDecision,
     Sampling,
     group_by_model,
     make_aggregator,
     make_router,
 )
 from orchestrator.errors import ConfigError, PipelineValidationError
-from orchestrator.prompts import expert_request
+from orchestrator.prompts import expert_request, references_prompt
 
 
 @NODE_TYPES.register("input")
@@ -34,20 +43,21 @@ class InputNode(Node):
     """The run's questions enter here (the executor feeds ``questions``)."""
 
     type_name = "input"
-    outputs = {"questions": "questions"}
+    inputs = {}
+    outputs = {"questions": Questions}
 
-    def run(self, ctx: RunContext, **inputs: list[Any]) -> dict[str, list[Any]]:
+    def run(self, ctx: RunContext) -> dict[str, list[Any]]:
         raise RuntimeError("the executor feeds the input node")
 
 
 @NODE_TYPES.register("output")
 class OutputNode(Node):
-    """The run's final answers leave here."""
+    """The run's final answers leave here; ``final`` may be fed by several branches (each question
+    arrives on one of them)."""
 
     type_name = "output"
-    inputs = {"final": "final"}
 
-    def run(self, ctx: RunContext, **inputs: list[Any]) -> dict[str, list[Any]]:
+    def run(self, ctx: RunContext, *, final: MergedFinals) -> dict[str, list[Any]]:
         return {}
 
 
@@ -57,8 +67,7 @@ class RouterNode(Node):
     (``k`` is the fan-out width)."""
 
     type_name = "router"
-    inputs = {"questions": "questions"}
-    outputs = {"decisions": "decisions"}
+    outputs = {"decisions": Decisions}
 
     def __init__(self, name: str, router: str = "keyword", **params: Any) -> None:
         super().__init__(name)
@@ -72,10 +81,12 @@ class RouterNode(Node):
     def warm_up(self, ctx: RunContext) -> None:
         self.router.warm_up(ctx)
 
-    def run(self, ctx: RunContext, *, questions: list[Question]) -> dict[str, list[Any]]:
-        decisions = self.router.route(questions, ctx)
+    def run(self, ctx: RunContext, *, questions: Questions) -> dict[str, list[Any]]:
+        decisions: list[RoutingDecision] = self.router.route(questions, ctx)
         if len(decisions) != len(questions):
             raise ConfigError(f"router {self.router_name!r} returned {len(decisions)} decisions for {len(questions)} questions")
+        for q, d in zip(questions, decisions):
+            ctx.record(q.id, routing=d.model_dump(), notes=list(d.notes))
         return {"decisions": decisions}
 
 
@@ -89,11 +100,12 @@ class ExpertsNode(Node):
     (Symbolic-MoE draws with replacement) adds weight with ``repeats: weight`` (default: one call,
     the scores summed) or, with ``repeats: sample``, is sampled once per draw at
     ``sample_temperature`` (self-consistency). ``samples: n`` samples every chosen expert n times.
+    ``references`` (optional input) are a previous round's answers that each expert reads before
+    answering (Mixture-of-Agents layer 2+).
     """
 
     type_name = "experts"
-    inputs = {"questions": "questions", "decisions": "decisions"}
-    outputs = {"answers": "answers"}
+    outputs = {"answers": Answers}
 
     def __init__(self, name: str, max_tokens: int | None = None, repeats: str = "weight", samples: int = 1,
                  sample_temperature: float = 0.7) -> None:
@@ -107,30 +119,34 @@ class ExpertsNode(Node):
                                           hint="e.g. samples: 5, sample_temperature: 0.7")
         self.max_tokens, self.repeats, self.samples, self.sample_temperature = max_tokens, repeats, samples, sample_temperature
 
-    def run(self, ctx: RunContext, *, questions: list[Question], decisions: list[Any]) -> dict[str, list[Any]]:
+    def run(self, ctx: RunContext, *, questions: Questions, decisions: Decisions,
+            references: Answers | None = None) -> dict[str, list[Any]]:
+        refs = references or [None] * len(questions)
         plan: list[list[tuple[str, float, GenerationRequest]]] = []
-        for q, d in zip(questions, decisions):
+        for q, d, r in zip(questions, decisions, refs):
             draws: dict[str, list[float]] = {}
             for choice in d.experts:
                 draws.setdefault(choice.name, []).append(choice.score)
-            plan.append([(e, sum(s), self._request(ctx, q, e, self._n(len(s)))) for e, s in draws.items()])
+            plan.append([(e, sum(s), self._request(ctx, q, e, self._n(len(s)), r)) for e, s in draws.items()])
         requests = [r for per_q in plan for _, _, r in per_q]
         done = ctx.dispatcher.run_batches(group_by_model(requests), label=self.name, progress=ctx.progress)
         answers = []
-        for per_q in plan:
+        for q, per_q, r in zip(questions, plan, refs):
             row = []
             for e, score, r in per_q:
                 comp = done[r.key]
                 texts = comp.texts if r.sampling.n > 1 and comp.texts else [comp.text]
                 row.extend(ExpertAnswer(expert=e, model=r.model, text=t, score=score / len(texts),
                                         completion_tokens=comp.completion_tokens // len(texts)) for t in texts)
+            ctx.record(q.id, answers=[a.model_dump() for a in row], **({"references": len(r)} if r else {}))
             answers.append(row)
         return {"answers": answers}
 
     def _n(self, draws: int) -> int:
         return self.samples * (draws if self.repeats == "sample" else 1)
 
-    def _request(self, ctx: RunContext, q: Question, expert_name: str, n: int) -> GenerationRequest:
+    def _request(self, ctx: RunContext, q: Question, expert_name: str, n: int,
+                 refs: list[ExpertAnswer] | None) -> GenerationRequest:
         expert = ctx.registry.expert(expert_name)
         caps = [expert.sampling.max_tokens, self.max_tokens, getattr(ctx.budget, "max_tokens", None)]
         update: dict[str, Any] = {"max_tokens": min(c for c in caps if c is not None)}
@@ -138,8 +154,9 @@ class ExpertsNode(Node):
             update.update(n=n, temperature=max(expert.sampling.temperature, self.sample_temperature),
                           seed=ctx.seed if expert.sampling.seed is None else expert.sampling.seed)
         sampling: Sampling = expert.sampling.model_copy(update=update)
+        text = references_prompt(q.text, [a.text for a in refs]) if refs else q.text
         return expert_request(ctx.key(q.id, "expert", expert_name), expert, ctx.registry.model(expert.model),
-                              q.text, sampling=sampling)
+                              text, sampling=sampling)
 
 
 @NODE_TYPES.register("aggregator")
@@ -148,8 +165,7 @@ class AggregatorNode(Node):
     (``synthesis``, ``vote``, ...); other params go to it."""
 
     type_name = "aggregator"
-    inputs = {"questions": "questions", "answers": "answers"}
-    outputs = {"final": "final"}
+    outputs = {"final": Finals}
 
     def __init__(self, name: str, aggregator: str = "synthesis", **params: Any) -> None:
         super().__init__(name)
@@ -160,6 +176,9 @@ class AggregatorNode(Node):
             raise PipelineValidationError(f"node {name!r}: bad params for aggregator {aggregator!r}: {exc}",
                                           hint="check the aggregator's settings in docs/pipelines.md") from None
 
-    def run(self, ctx: RunContext, *, questions: list[Question], answers: list[list[ExpertAnswer]]) -> dict[str, list[Any]]:
+    def run(self, ctx: RunContext, *, questions: Questions, answers: Answers) -> dict[str, list[Any]]:
         items = [AggregationItem(question=q, answers=a) for q, a in zip(questions, answers)]
-        return {"final": self.aggregator.aggregate(items, ctx)}
+        finals = self.aggregator.aggregate(items, ctx)
+        for q, f in zip(questions, finals):
+            ctx.record(q.id, final=f.model_dump(), notes=list(f.notes))
+        return {"final": finals}

@@ -23,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ import yaml
 
 from orchestrator.config import load_yaml
 from orchestrator.errors import ConfigError, PipelineValidationError, UnknownNameError
-from orchestrator.core import NODE_TYPES, Node
+from orchestrator.compiled import CompiledPipeline, compile_pipeline
 
 
 def builtin_pipelines() -> list[str]:
@@ -48,7 +49,7 @@ class Pipeline:
         self.name = name
         self.description = description
         self.graph = nx.MultiDiGraph()
-        self._validated = False
+        self._compiled: CompiledPipeline | None = None
 
     # ---- building ------------------------------------------------------------------------
     def add_node(self, name: str, type: str, params: dict[str, Any] | None = None) -> None:
@@ -58,8 +59,11 @@ class Pipeline:
         if name in self.graph:
             raise PipelineValidationError(f"pipeline {self.name!r}: node {name!r} is defined twice",
                                           hint="give every node a unique name")
+        if params is not None and not isinstance(params, dict):
+            raise PipelineValidationError(f"pipeline {self.name!r}: node {name!r}: params must be a mapping, got {params!r:.80}",
+                                          hint="write params as {key: value, ...}, e.g. params: {router: keyword, k: 3}")
         self.graph.add_node(name, type=type, params=dict(params or {}))
-        self._validated = False
+        self._compiled = None
 
     def connect(self, src: str, dst: str) -> None:
         """Add an edge ``"node.port" -> "node.port"``; checked fully by :meth:`validate`."""
@@ -71,78 +75,27 @@ class Pipeline:
                     hint=f"define it under nodes: or use one of {sorted(self.graph)}",
                 )
         self.graph.add_edge(a, b, src_port=ap, dst_port=bp)
-        self._validated = False
+        self._compiled = None
 
-    # ---- validation ----------------------------------------------------------------------
+    # ---- compiling -------------------------------------------------------------------------
+    def compile(self) -> "CompiledPipeline":
+        """Validate once and build every node once: the object the SDK and gateway run.
+
+        Cached until the graph changes, so ``validate()`` followed by ``compile()`` builds nothing twice.
+        """
+        if self._compiled is None:
+            self._compiled = compile_pipeline(self)
+        return self._compiled
+
     def validate(self) -> "Pipeline":
-        """Check types, params, edges, acyclicity and inputs. Returns ``self``."""
-        instances = {n: self._instantiate(n) for n in self.graph}
-        self._check_edges(instances)
-        if not nx.is_directed_acyclic_graph(self.graph):
-            cycle = " -> ".join(a for a, _b, *_ in nx.find_cycle(self.graph))
-            raise PipelineValidationError(f"pipeline {self.name!r} has a cycle: {cycle}",
-                                          hint="remove one edge of the cycle; pipelines are DAGs")
-        self._check_inputs(instances)
-        kinds = [d["type"] for _, d in self.graph.nodes(data=True)]
-        for must in ("input", "output"):
-            if kinds.count(must) != 1:
-                raise PipelineValidationError(f"pipeline {self.name!r} needs exactly one {must!r} node, has {kinds.count(must)}",
-                                              hint=f"add one node of type {must}")
-        self._validated = True
+        """Check node types, params, edges, cycles, inputs (see :mod:`orchestrator.compiled`). Returns ``self``."""
+        self.compile()
         return self
 
-    def _instantiate(self, name: str) -> Node:
-        data = self.graph.nodes[name]
-        try:
-            cls = NODE_TYPES.get(data["type"], where=f"pipeline {self.name!r}, node {name!r}")
-        except UnknownNameError as exc:
-            raise PipelineValidationError(exc.message, hint=exc.hint) from None
-        try:
-            return cls(name=name, **data["params"])
-        except PipelineValidationError:
-            raise
-        except ConfigError as exc:  # e.g. an unknown router name inside the node's params
-            raise PipelineValidationError(f"pipeline {self.name!r}, node {name!r}: {exc.message}", hint=exc.hint) from None
-        except TypeError as exc:
-            raise PipelineValidationError(f"pipeline {self.name!r}, node {name!r}: bad params: {exc}",
-                                          hint=f"see the params of node type {data['type']!r}") from None
-
-    def _check_edges(self, instances: dict[str, Node]) -> None:
-        for a, b, d in self.graph.edges(data=True):
-            out_t = instances[a].outputs.get(d["src_port"])
-            in_t = instances[b].inputs.get(d["dst_port"])
-            edge = f"{a}.{d['src_port']} -> {b}.{d['dst_port']}"
-            if out_t is None:
-                raise PipelineValidationError(f"pipeline {self.name!r}: edge {edge}: node {a!r} has no output {d['src_port']!r}",
-                                              hint=f"outputs of {a!r}: {sorted(instances[a].outputs)}")
-            if in_t is None:
-                raise PipelineValidationError(f"pipeline {self.name!r}: edge {edge}: node {b!r} has no input {d['dst_port']!r}",
-                                              hint=f"inputs of {b!r}: {sorted(instances[b].inputs)}")
-            if out_t != in_t:
-                raise PipelineValidationError(f"pipeline {self.name!r}: edge {edge} connects {out_t!r} to {in_t!r}",
-                                              hint=f"connect {b}.{d['dst_port']} to an output of type {in_t!r}")
-
-    def _check_inputs(self, instances: dict[str, Node]) -> None:
-        for name, node in instances.items():
-            fed = [d["dst_port"] for _, _, d in self.graph.in_edges(name, data=True)]
-            for port in node.inputs:
-                if fed.count(port) == 0:
-                    raise PipelineValidationError(f"pipeline {self.name!r}: node {name!r} input {port!r} is not connected",
-                                                  hint=f"add an edge '<node>.<port>' -> '{name}.{port}'")
-                if fed.count(port) > 1:
-                    raise PipelineValidationError(f"pipeline {self.name!r}: node {name!r} input {port!r} has {fed.count(port)} edges",
-                                                  hint="feed each input from exactly one output")
-
-    # ---- running helpers -----------------------------------------------------------------
     def execution_order(self) -> list[str]:
         """Topological order, ties broken by insertion order (deterministic)."""
         position = {n: i for i, n in enumerate(self.graph)}
         return list(nx.lexicographical_topological_sort(self.graph, key=lambda n: position[n]))
-
-    def instantiate(self) -> dict[str, Node]:
-        if not self._validated:
-            self.validate()
-        return {n: self._instantiate(n) for n in self.graph}
 
     def in_edges(self, name: str) -> list[tuple[str, str, str]]:
         """``(src_node, src_port, dst_port)`` feeding ``name``."""
@@ -187,25 +140,42 @@ class Pipeline:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "Pipeline":
-        return cls.from_dict(load_yaml(path), source=str(path))
+        p = Path(path).expanduser()
+        if p.is_dir():
+            raise ConfigError(f"{p}: is a directory, not a pipeline YAML file",
+                              hint="pass a .yaml file, or a built-in name (`expertmix pipelines list`)")
+        return cls.from_dict(load_yaml(p), source=str(path))
 
     @classmethod
     def load(cls, name_or_path: str) -> "Pipeline":
-        """A built-in pipeline by name (``symbolic-moe``, ``coe``, ...) or a YAML file path."""
-        p = Path(name_or_path)
-        if p.suffix in (".yaml", ".yml") or p.exists():
-            return cls.from_yaml(p)
+        """A built-in pipeline by name (``symbolic-moe``, ``coe``, ...) or a YAML file by path.
+
+        A file is read only when the argument looks like a path (a path separator, a leading
+        ``.`` or ``~``, or a ``.yaml``/``.yml`` suffix): a bare name is always a built-in, so a
+        file or folder called ``coe`` in the working directory never replaces built-in ``coe``.
+        """
+        if not isinstance(name_or_path, str) or not name_or_path:
+            raise ConfigError(f"pipeline must be a built-in name or a YAML path, got {name_or_path!r}",
+                              hint=f"use one of: {', '.join(builtin_pipelines())}")
+        if looks_like_path(name_or_path):
+            return cls.from_yaml(name_or_path)
         if name_or_path not in builtin_pipelines():
             raise UnknownNameError("pipeline", name_or_path, builtin_pipelines(),
-                                   where="built-in pipelines (or pass a path to a .yaml file)")
+                                   where="built-in pipelines (to load a file, pass a path such as ./my.yaml)")
         ref = resources.files("orchestrator.builtin") / "pipelines" / f"{name_or_path}.yaml"
-        return cls.from_dict(yaml.safe_load(ref.read_text()), source=f"builtin:{name_or_path}.yaml")
+        return cls.from_dict(yaml.safe_load(ref.read_text(encoding="utf-8")), source=f"builtin:{name_or_path}.yaml")
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Pipeline) and self.to_dict() == other.to_dict()
 
     def __repr__(self) -> str:
         return f"Pipeline({self.name!r}, nodes={list(self.graph)})"
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether a ``--pipeline`` / ``Pipeline.load`` argument names a file rather than a built-in."""
+    return ("/" in name or os.sep in name or name.startswith((".", "~"))
+            or Path(name).suffix in (".yaml", ".yml"))
 
 
 def _split(ref: str, pipeline: str) -> tuple[str, str]:

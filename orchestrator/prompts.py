@@ -134,3 +134,39 @@ def fusion_user_prompt(question: str, responses: list[tuple[str, str | None]], k
            else "Write one final, accurate answer to the question, using what the responses got right.")
     proposed = f"\n\nFinal answers proposed: {tally}." if tally and kind != "text" else ""
     return f"Question: {question.strip()}\n\n" + "\n\n".join(listed) + proposed + f"\n\n{ask}"
+
+
+def references_prompt(question: str, references: list[str]) -> str:
+    """A Mixture-of-Agents layer-2+ turn: the question with the previous round's answers to build on."""
+    listed = "\n\n".join(f"Response {i + 1}:\n{strip_reasoning(a)}" for i, a in enumerate(references))
+    return (
+        f"Question: {question.strip()}\n\nResponses from other experts to this question (some may be wrong):\n\n"
+        f"{listed}\n\nCritically evaluate them, then give your own best answer to the question."
+    )
+
+
+DECOMPOSE_SYSTEM = (
+    "You break a complex question into simpler sub-questions that can each be answered on their own "
+    "and that together answer the original question."
+)
+
+
+def decompose_user_prompt(question: str, max_parts: int) -> str:
+    """Decomposed Prompting's decomposer turn: at most ``max_parts`` numbered sub-questions."""
+    return (
+        f"Question: {question.strip()}\n\nWrite at most {max_parts} sub-questions, one per line, numbered "
+        "1., 2., ... Each must be a complete question. If the question is already simple, write it "
+        "unchanged as 1."
+    )
+
+
+COMPOSE_SYSTEM = "You answer a question using the answers to its sub-questions. Be accurate and concise."
+
+
+def compose_user_prompt(question: str, parts: list[tuple[str, str]]) -> str:
+    """The composer's turn: the question, then each sub-question with its answer."""
+    listed = "\n\n".join(f"{i + 1}. {sq.strip()}\nAnswer: {strip_reasoning(a)}" for i, (sq, a) in enumerate(parts))
+    return (
+        f"Question: {question.strip()}\n\nSub-questions and their answers:\n\n{listed}\n\n"
+        "Using these, write one final answer to the question."
+    )

@@ -42,8 +42,8 @@ class Orchestrator:
     def __init__(self, registry: ExpertRegistry, pipeline: Pipeline, *, executor: str = "local",
                  dispatcher: Any = None, seed: int = 0, progress: bool = False) -> None:
         self.registry = registry
-        self.pipeline = pipeline.validate()
-        self._nodes = self.pipeline.instantiate()  # built once; routers keep what they load
+        self.pipeline = pipeline
+        self.compiled = pipeline.compile()  # validated and built once; routers keep what they load
         self.executor = executor
         self.dispatcher = dispatcher or make_dispatcher(executor, registry)
         self.seed = seed
@@ -96,7 +96,7 @@ class Orchestrator:
         if run_id:
             ctx.run_id = run_id
         with self._lock:
-            return execute(self.pipeline, questions, ctx, self._nodes)
+            return execute(self.compiled, questions, ctx)
 
 
 def _as_questions(items: Iterable[Question | str]) -> list[Question]:

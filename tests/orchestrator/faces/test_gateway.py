@@ -393,5 +393,6 @@ def test_one_bad_question_in_a_merged_run_fails_alone():
                                         ["What is 12 * 7?", "poison: what is 2 + 2?", "What is 12 * 7?"]))
     assert [r.status_code for r in responses] == [200, 200, 400, 200]
     assert "experts refuse" in responses[2].json()["error"]["message"]
-    # the head run, the merged run that failed, its halves (1 ok + 2 failing), the failing half's two
-    assert len(dispatcher.calls) == 1 + 1 + 2 + 2
+    # the head run, the merged run that failed, then its halves until the bad one is alone:
+    # [good] ok, [bad, good] fails, [bad] fails, [good] ok
+    assert len(dispatcher.calls) == 1 + 1 + 4
