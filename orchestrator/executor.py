@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 Row = tuple[int, ...]
 RUN_LEVEL_ERRORS = (ConfigError, BudgetError, DispatchError)
+# A bug in a node fails every question alike: halving its sub-batch would only repeat the calls.
+PROGRAMMING_ERRORS = (TypeError, AttributeError, NameError, LookupError, AssertionError, NotImplementedError, ImportError)
 
 
 class NodeTimeoutError(BackendError):
@@ -123,7 +125,7 @@ def _isolated(state: RunState, name: str, rows: list[Row], policy: NodePolicy, *
     except RUN_LEVEL_ERRORS:
         raise
     except _Failed as failure:
-        if len(rows) == 1 or isinstance(failure.exc, NodeTimeoutError):
+        if len(rows) == 1 or isinstance(failure.exc, (NodeTimeoutError, *PROGRAMMING_ERRORS)):
             return [], {r: (failure.exc, failure.attempts) for r in rows}
         mid = len(rows) // 2
         log.info("node %s failed on %d questions (%s); retrying halves", name, len(rows), failure.exc)

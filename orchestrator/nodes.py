@@ -123,22 +123,22 @@ class ExpertsNode(Node):
             references: Answers | None = None) -> dict[str, list[Any]]:
         refs = references or [None] * len(questions)
         plan: list[list[tuple[str, float, GenerationRequest]]] = []
-        for q, d, r in zip(questions, decisions, refs):
+        for q, d, ref in zip(questions, decisions, refs):
             draws: dict[str, list[float]] = {}
             for choice in d.experts:
                 draws.setdefault(choice.name, []).append(choice.score)
-            plan.append([(e, sum(s), self._request(ctx, q, e, self._n(len(s)), r)) for e, s in draws.items()])
+            plan.append([(e, sum(s), self._request(ctx, q, e, self._n(len(s)), ref)) for e, s in draws.items()])
         requests = [r for per_q in plan for _, _, r in per_q]
         done = ctx.dispatcher.run_batches(group_by_model(requests), label=self.name, progress=ctx.progress)
         answers = []
-        for q, per_q, r in zip(questions, plan, refs):
+        for q, per_q, ref in zip(questions, plan, refs):
             row = []
             for e, score, r in per_q:
                 comp = done[r.key]
                 texts = comp.texts if r.sampling.n > 1 and comp.texts else [comp.text]
                 row.extend(ExpertAnswer(expert=e, model=r.model, text=t, score=score / len(texts),
                                         completion_tokens=comp.completion_tokens // len(texts)) for t in texts)
-            ctx.record(q.id, answers=[a.model_dump() for a in row], **({"references": len(r)} if r else {}))
+            ctx.record(q.id, answers=[a.model_dump() for a in row], **({"references": len(ref)} if ref else {}))
             answers.append(row)
         return {"answers": answers}
 

@@ -199,8 +199,7 @@ def evaluate(items: list[EvalItem], systems: list[System], registry: ExpertRegis
         raise InputError("chunk size must be >= 1")
     out.parent.mkdir(parents=True, exist_ok=True)
     done = done_pairs(out)
-    nodes = {s.name: Pipeline.from_dict(s.pipeline, source=s.name).validate() for s in systems}
-    built = {name: p.instantiate() for name, p in nodes.items()}
+    nodes = {s.name: Pipeline.from_dict(s.pipeline, source=s.name).compile() for s in systems}  # built once
     stats = {"steps": 0, "batches": {}, "shared_requests": 0, "chunks": 0, "seconds": 0.0}
     todo = sum(1 for it in items for s in systems if (s.name, it.item.id) not in done)
     bar = tqdm(total=todo, desc="eval", unit="answer", disable=not progress)
@@ -213,7 +212,7 @@ def evaluate(items: list[EvalItem], systems: list[System], registry: ExpertRegis
             if not work:
                 continue
             lock = LockstepDispatcher(dispatcher, list(work), progress=False)
-            rows = _run_chunk(work, nodes, built, registry, lock, seed, start, format_hints)
+            rows = _run_chunk(work, nodes, registry, lock, seed, start, format_hints)
             _append(out, rows)
             bar.update(len(rows))
             stats["chunks"] += 1
@@ -226,7 +225,7 @@ def evaluate(items: list[EvalItem], systems: list[System], registry: ExpertRegis
     return stats
 
 
-def _run_chunk(work, nodes, built, registry, lock: LockstepDispatcher, seed: int, start: int,
+def _run_chunk(work, nodes, registry, lock: LockstepDispatcher, seed: int, start: int,
                format_hints: bool) -> list[dict[str, Any]]:
     results: dict[str, list[Result]] = {}
     errors: dict[str, BaseException] = {}
@@ -238,7 +237,7 @@ def _run_chunk(work, nodes, built, registry, lock: LockstepDispatcher, seed: int
         try:
             qs = [Question(id=it.item.id, text=it.prompt(format_hints)) for it in work[system]]
             ctx = RunContext(registry=registry, dispatcher=part, seed=seed, run_id=f"eval{start}-{system}")
-            results[system] = execute(nodes[system], qs, ctx, built[system])
+            results[system] = execute(nodes[system], qs, ctx)
         except BaseException as exc:  # re-raised below in the caller's thread
             errors[system] = exc
         finally:
