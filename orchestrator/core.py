@@ -181,7 +181,7 @@ class Result(BaseModel):
     trace: Trace
     status: Literal["ok", "error"] = "ok"
     error: str | None = None
-    error_type: str | None = None  # the error's class, e.g. InputError (the gateway answers 400)
+    error_type: str | None = None  # the error's code, e.g. input_error (the gateway answers 400)
 
 
 # ---- routing ---------------------------------------------------------------------------------

@@ -102,11 +102,17 @@ def _run_node(state: RunState, name: str) -> None:
     for row, (exc, attempts) in failed.items():
         message = _error_line(name, state.compiled.types[name], exc)
         if row not in state.errors:
-            state.errors[row], state.error_types[row] = message, type(exc).__name__
+            state.errors[row], state.error_types[row] = message, error_code(exc)
         step = _step(state, name, row, seconds, len(rows), attempts, {})
         step.status, step.error = "error", message
         log.warning("question %s failed: %s", state.qid.get(row), message,
                     exc_info=None if isinstance(exc, ExpertmixError) else exc)
+
+
+def error_code(exc: BaseException) -> str:
+    """``InputError`` -> ``input_error``: the ``code`` the gateway puts in an OpenAI error body."""
+    name = type(exc).__name__
+    return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(name))
 
 
 def _error_line(name: str, type_name: str, exc: BaseException) -> str:

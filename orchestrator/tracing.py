@@ -85,7 +85,7 @@ def _result(state: "RunState", row: Row, question, final, loads: dict[str, int])
     common = dict(id=question.id, question=question.text, model_loads=sum(loads.values()), trace=trace)
     if failed is not None:
         return Result(**common, answer="", experts=[], aggregator=None, status="error", error=failed,
-                      error_type=state.error_types.get(row, "PipelineError"))
+                      error_type=state.error_types.get(row, "pipeline_error"))
     return Result(**common, answer=final.answer, experts=_experts(routing), aggregator=final.aggregator)
 
 

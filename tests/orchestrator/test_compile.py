@@ -120,7 +120,7 @@ def test_a_failing_question_fails_alone():
     assert [r.status for r in results] == ["ok"] * 3 + ["error"] + ["ok"] * 4
     bad = results[3]
     assert bad.error == "node 'experts' (experts): BackendError: engine could not tokenize the prompt"
-    assert bad.error_type == "BackendError" and bad.answer == "" and "\n" not in bad.error
+    assert bad.error_type == "backend_error" and bad.answer == "" and "\n" not in bad.error
     assert [s.status for s in bad.trace.steps] == ["ok", "ok", "error"]
     assert all(r.answer == "2" for r in results if r.id != "q3")
     sizes = [n for _, _, n in disp.batches]
