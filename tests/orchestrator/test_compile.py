@@ -273,3 +273,23 @@ def test_bare_name_that_is_a_directory_in_cwd_runs_the_builtin(tmp_path, monkeyp
     (tmp_path / "ensemble-vote").mkdir()
     assert cli.main(["pipelines", "validate", "ensemble-vote"]) == 0
     assert "input -> router -> experts -> vote -> output" in capsys.readouterr().out
+
+
+# ---- pictures of the graph ---------------------------------------------------------------------------
+def test_pipelines_show_mermaid_draws_every_node_and_edge(capsys):
+    assert cli.main(["pipelines", "show", "cascade", "--format", "mermaid"]) == 0
+    out = capsys.readouterr().out
+    pipe = Pipeline.load("cascade")
+    assert out.startswith("flowchart LR\n")
+    assert out.count(" --> ") == pipe.graph.number_of_edges()
+    assert 'escalate -- "questions" --> router' in out and 'synthesis -- "final" --> output' in out
+    assert all(f"  {n}[" in out or f"  {n}(" in out for n in pipe.graph)
+
+
+def test_pipelines_show_png_writes_an_image(tmp_path, capsys):
+    out = tmp_path / "g.png"
+    assert cli.main(["pipelines", "show", "decomp", "--format", "png", "--out", str(out)]) == 0
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    assert cli.main(["pipelines", "show", "decomp", "--format", "png"]) == 2
+    assert "add --out graph.png" in capsys.readouterr().err
