@@ -1,12 +1,19 @@
-"""Per-expert batching versus the naive way, measured in one run on the real local models.
+"""Per-expert batching at scale: three modes on the same questions, time split by where it goes.
 
-Batched: one pipeline run over N questions; every model loads once and gets one batch.
-Naive:   question by question, loading the chosen experts' models for every question
-         (engines released after each question), as a system without batching would.
+Questions come from a labelled dataset mix (``skills.evaluation.load_items``), up to 64.
 
-    .venv/bin/python bench/batching.py --n 8 --pipeline symbolic-moe
+- ``batched``:   one pipeline run over all N questions: every model loads once, one batch per model;
+- ``resident``:  models stay loaded but questions go one at a time (a server without batching);
+- ``reload``:    one question at a time and every engine released after it (a naive script).
 
-Prints time and model loads for both and the ratios (naive / batched).
+Each mode's wall time is split into engine loads, generation per model, and everything else
+(routing, prompt building, aggregation logic, bookkeeping), so orchestration overhead is visible.
+Target: batched end-to-end <= 1.05x its loads + generations. ``--reload-n`` runs the reload
+mode on the first few questions only and scales its numbers per question (it costs ~1 minute per
+question on 2 CPU cores). ``--legacy-budgets`` uses the old 96 / 128-token expert caps, to measure
+what chain-of-thought budgets cost.
+
+    .venv/bin/python bench/batching.py --n 32 --k 3 --modes batched resident --json out.json
 """
 
 from __future__ import annotations
@@ -15,74 +22,117 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from orchestrator.config import ExpertRegistry  # noqa: E402
-from orchestrator.pipeline import Pipeline  # noqa: E402
-from orchestrator.faces.sdk import Orchestrator  # noqa: E402
 from orchestrator.core import Question  # noqa: E402
+from orchestrator.faces.sdk import Orchestrator  # noqa: E402
+from orchestrator.pipeline import Pipeline  # noqa: E402
+from skills.evaluation import load_items  # noqa: E402
 from workers.dispatch import LocalDispatcher  # noqa: E402
 from workers.pool import ModelPool  # noqa: E402
 
-QUESTIONS = [
-    "What is 15% of 240?",
-    "Write a Python function that checks whether a string is a palindrome.",
-    "Which vitamin deficiency causes scurvy?",
-    "What is the capital of Australia?",
-    "A train travels 60 miles in 1.5 hours. What is its average speed in miles per hour?",
-    "What is the difference between a list and a tuple in Python?",
-    "Why is the sky blue?",
-    "What does the Fourth Amendment protect against?",
-    "Solve for x: 3x + 7 = 22.",
-    "What are common symptoms of iron deficiency anemia?",
-    "Write a short thank-you note to a colleague.",
-    "What is the chemical formula of table salt?",
-]
+TASKS = ["gsm8k", "arc_easy", "sciq", "boolq", "medmcqa", "basic_skills/arithmetic"]
+LEGACY = {"smollm2-135m": 96, "qwen-coder-0.5b": 128}
 
 
-def make(pipeline: str, registry: ExpertRegistry) -> Orchestrator:
-    pool = ModelPool(registry.models)
-    return Orchestrator(registry, Pipeline.load(pipeline), dispatcher=LocalDispatcher(pool))
+class TimedPool(ModelPool):
+    """A pool that records generation seconds per model, apart from engine loads."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.gen_seconds: Counter[str] = Counter()
+        self.tokens: Counter[str] = Counter()
 
-def batched(pipeline: str, registry: ExpertRegistry, qs: list[Question]) -> tuple[float, int, list]:
-    with make(pipeline, registry) as orch:
+    def generate(self, model, requests):
+        if not requests:
+            return []
+        backend = self.acquire(model)  # a load, if any, is counted in load_seconds
         t0 = time.perf_counter()
-        results = orch.run(qs)
-        return time.perf_counter() - t0, sum(orch.model_loads().values()), results
+        with self._lock:
+            out = backend.generate(requests)
+        self.gen_seconds[model] += time.perf_counter() - t0
+        self.tokens[model] += sum(c.completion_tokens for c in out)
+        return out
 
 
-def naive(pipeline: str, registry: ExpertRegistry, qs: list[Question]) -> tuple[float, int]:
-    with make(pipeline, registry) as orch:
-        t0 = time.perf_counter()
-        for q in qs:
-            orch.run([q])
-            orch.dispatcher.pool.release_all()  # nothing stays loaded between questions
-        return time.perf_counter() - t0, sum(orch.model_loads().values())
+def registry(legacy: bool) -> ExpertRegistry:
+    reg = ExpertRegistry.default()
+    if legacy:
+        for e in reg.experts.values():
+            if e.model in LEGACY:
+                e.sampling = e.sampling.model_copy(update={"max_tokens": LEGACY[e.model]})
+    return reg
+
+
+def pipeline(name: str, k: int) -> Pipeline:
+    data = Pipeline.load(name).to_dict()
+    for node in data["nodes"]:
+        if node["type"] == "router" and "k" in (node.get("params") or {}):
+            node["params"]["k"] = k
+    return Pipeline.from_dict(data, source=name)
+
+
+def run_mode(mode: str, qs: list[Question], reg: ExpertRegistry, pipe: Pipeline) -> dict:
+    pool = TimedPool(reg.models)
+    orch = Orchestrator(reg, pipe, dispatcher=LocalDispatcher(pool))
+    t0 = time.perf_counter()
+    try:
+        if mode == "batched":
+            results = orch.run(qs)
+        else:
+            results = []
+            for q in qs:
+                results.extend(orch.run([q]))
+                if mode == "reload":
+                    pool.release_all()
+        wall = time.perf_counter() - t0
+    finally:
+        orch.close()
+    loads, gens = sum(pool.load_seconds.values()), sum(pool.gen_seconds.values())
+    return {"mode": mode, "questions": len(qs), "wall_s": round(wall, 2), "loads_s": round(loads, 2),
+            "load_count": sum(pool.loads.values()), "generate_s": round(gens, 2),
+            "generate_per_model_s": {m: round(s, 2) for m, s in pool.gen_seconds.items()},
+            "tokens_per_model": dict(pool.tokens), "other_s": round(wall - loads - gens, 2),
+            "overhead_ratio": round(wall / max(loads + gens, 1e-9), 4),
+            "expert_calls": sum(len({a.expert for a in r.trace.answers}) for r in results)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=8, help="number of questions (max %d)" % len(QUESTIONS))
+    ap.add_argument("--n", type=int, default=32, help="questions (1-64)")
+    ap.add_argument("--k", type=int, default=3, help="experts per question (the router's k)")
     ap.add_argument("--pipeline", default="symbolic-moe")
-    ap.add_argument("--json", type=Path, help="also write the numbers to this file")
+    ap.add_argument("--modes", nargs="+", choices=["batched", "resident", "reload"], default=["batched", "resident", "reload"])
+    ap.add_argument("--reload-n", type=int, default=4, help="questions the reload mode runs (scaled per question)")
+    ap.add_argument("--legacy-budgets", action="store_true", help="old caps: SmolLM2 96, Qwen 128 tokens")
+    ap.add_argument("--json", type=Path, help="append the numbers to this JSON file")
     args = ap.parse_args()
-    registry = ExpertRegistry.default()
-    qs = [Question(id=f"q{i}", text=t) for i, t in enumerate(QUESTIONS[: args.n])]
-    print(f"{len(qs)} questions, pipeline {args.pipeline}", flush=True)
-    t_b, loads_b, results = batched(args.pipeline, registry, qs)
-    print(f"batched: {t_b:8.1f} s  {loads_b:3d} model loads", flush=True)
-    t_n, loads_n = naive(args.pipeline, registry, qs)
-    print(f"naive:   {t_n:8.1f} s  {loads_n:3d} model loads", flush=True)
-    print(f"ratio (naive / batched): time {t_n / t_b:.2f}x, model loads {loads_n / max(loads_b, 1):.2f}x")
-    calls = sum(len({e.name for e in r.experts}) for r in results)
-    print(f"expert calls: {calls} ({calls / len(qs):.2f} distinct experts per question)")
+    if not 1 <= args.n <= 64:
+        ap.error("--n must be 1..64")
+    reg, pipe = registry(args.legacy_budgets), pipeline(args.pipeline, args.k)
+    per_task = -(-args.n // len(TASKS))
+    items = load_items(TASKS, split="validation", limit=per_task, seed=0)[: args.n]
+    qs = [Question(id=it.item.id, text=it.prompt()) for it in items]
+    print(f"{len(qs)} questions x k={args.k}, pipeline {args.pipeline}, "
+          f"budgets {'legacy' if args.legacy_budgets else 'current'}", flush=True)
+    rows = []
+    for mode in args.modes:
+        sub = qs[: args.reload_n] if mode == "reload" else qs
+        row = run_mode(mode, sub, reg, pipe)
+        row["per_question_s"] = round(row["wall_s"] / len(sub), 2)
+        row["legacy_budgets"] = args.legacy_budgets
+        rows.append(row)
+        gens = ", ".join(f"{m} {s:.1f}s" for m, s in row["generate_per_model_s"].items())
+        print(f"{mode:9s} {row['wall_s']:8.1f} s over {len(sub)} q ({row['per_question_s']:.2f} s/q) = loads "
+              f"{row['loads_s']:.1f} s ({row['load_count']}) + generation {row['generate_s']:.1f} s [{gens}] + other "
+              f"{row['other_s']:.1f} s; end-to-end / (loads + generation) = {row['overhead_ratio']:.3f}", flush=True)
     if args.json:
-        args.json.write_text(json.dumps({"n": len(qs), "pipeline": args.pipeline, "batched_s": t_b, "batched_loads": loads_b,
-                                         "naive_s": t_n, "naive_loads": loads_n, "time_ratio": t_n / t_b,
-                                         "loads_ratio": loads_n / max(loads_b, 1)}, indent=2))
+        old = json.loads(args.json.read_text()) if args.json.exists() else []
+        args.json.write_text(json.dumps([*old, *rows], indent=1))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 From a profiling run's recorded answers, every validation question that has at least one correct
 and two wrong expert answers gives one synthetic prompt: those three chain-of-thought answers,
-shuffled (seeded), wrapped in the synthesis prompt. Every candidate model answers all of them (one
+shuffled (seeded), wrapped in the synthesis aggregator's fusion prompt. Every candidate model answers all of them (one
 batch per model); the most accurate becomes the aggregator, written to ``aggregator.json``.
 
 Example::
@@ -20,10 +20,10 @@ from collections import defaultdict
 from typing import Any
 
 from orchestrator.context import RunContext
-from orchestrator.prompts import SYNTHESIS_SYSTEM, build_request, synthesis_user_prompt
+from orchestrator.prompts import FUSION_SYSTEM, build_request, fusion_user_prompt
 from orchestrator.core import Sampling
 from skills.extract import stable_seed
-from skills.grading import is_correct
+from skills.grading import extract_answer, is_correct
 from skills.profiles import ProfileStore, ValidationItem
 
 
@@ -70,9 +70,8 @@ def choose_aggregator(
         return result
     sampling = Sampling(temperature=0.0, max_tokens=max_tokens)
     groups = {
-        m: [build_request(ctx.key("aggregator", m, s["id"]), reg.model(m), SYNTHESIS_SYSTEM,
-                          synthesis_user_prompt(by_id[s["id"]].prompt(chat=reg.model(m).chat), s["answers"]),
-                          sampling) for s in sets]
+        m: [build_request(ctx.key("aggregator", m, s["id"]), reg.model(m), FUSION_SYSTEM,
+                          _fusion_prompt(by_id[s["id"]], s["answers"], chat=reg.model(m).chat), sampling) for s in sets]
         for m in names
     }
     done = ctx.dispatcher.run_batches(groups, label="aggregator", progress=ctx.progress)
@@ -88,3 +87,10 @@ def choose_aggregator(
               "seed": ctx.seed, "max_tokens": max_tokens}
     store.write_json("aggregator.json", result)
     return result
+
+
+def _fusion_prompt(item: ValidationItem, answers: list[str], *, chat: bool) -> str:
+    """The same fusion prompt the synthesis aggregator sends (each answer's stated final value)."""
+    kind = item.answer_type if item.answer_type in ("choice", "number", "boxed") else "text"
+    stated = [(a, extract_answer(a, kind, choices=item.choices) if kind != "text" else None) for a in answers]
+    return fusion_user_prompt(item.prompt(chat=chat), stated, kind)

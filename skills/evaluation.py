@@ -30,7 +30,7 @@ from orchestrator.context import RunContext
 from orchestrator.errors import ConfigError, InputError
 from orchestrator.executor import execute
 from orchestrator.pipeline import Pipeline
-from orchestrator.core import Question, Result
+from orchestrator.core import Budget, Question, Result
 from skills.code_exec import extract_code, humaneval_program, run_tests
 from skills.datasets import LabelledItem, load_task
 from skills.grading import extract_answer, is_correct
@@ -193,8 +193,10 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
 def evaluate(items: list[EvalItem], systems: list[System], registry: ExpertRegistry, dispatcher: Any,
              out: Path, *, chunk_size: int = 32, seed: int = 0, progress: bool = True,
-             format_hints: bool = True) -> dict[str, Any]:
-    """Run every system on every item (resuming from ``out``); returns run statistics."""
+             format_hints: bool = True, budget: Budget | None = None) -> dict[str, Any]:
+    """Run every system on every item (resuming from ``out``); returns run statistics.
+
+    ``budget`` caps every system alike (e.g. ``Budget(max_tokens=64)`` for a quick look)."""
     if chunk_size < 1:
         raise InputError("chunk size must be >= 1")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -212,7 +214,8 @@ def evaluate(items: list[EvalItem], systems: list[System], registry: ExpertRegis
             if not work:
                 continue
             lock = LockstepDispatcher(dispatcher, list(work), progress=False)
-            rows = _run_chunk(work, nodes, registry, lock, seed, start, format_hints)
+            rows = _run_chunk(work, nodes, RunContext(registry=registry, dispatcher=lock, seed=seed, budget=budget),
+                              lock, start, format_hints)
             _append(out, rows)
             bar.update(len(rows))
             stats["chunks"] += 1
@@ -225,7 +228,7 @@ def evaluate(items: list[EvalItem], systems: list[System], registry: ExpertRegis
     return stats
 
 
-def _run_chunk(work, nodes, registry, lock: LockstepDispatcher, seed: int, start: int,
+def _run_chunk(work, nodes, base: RunContext, lock: LockstepDispatcher, start: int,
                format_hints: bool) -> list[dict[str, Any]]:
     results: dict[str, list[Result]] = {}
     errors: dict[str, BaseException] = {}
@@ -236,7 +239,8 @@ def _run_chunk(work, nodes, registry, lock: LockstepDispatcher, seed: int, start
         t0 = time.perf_counter()
         try:
             qs = [Question(id=it.item.id, text=it.prompt(format_hints)) for it in work[system]]
-            ctx = RunContext(registry=registry, dispatcher=part, seed=seed, run_id=f"eval{start}-{system}")
+            ctx = RunContext(registry=base.registry, dispatcher=part, seed=base.seed, budget=base.budget,
+                             run_id=f"eval{start}-{system}")
             results[system] = execute(nodes[system], qs, ctx)
         except BaseException as exc:  # re-raised below in the caller's thread
             errors[system] = exc

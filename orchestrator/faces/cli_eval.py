@@ -39,6 +39,7 @@ def register(sub: Any) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (resumes if it has answers)")
     p.add_argument("--chunk-size", type=int, default=64, help="items per lockstep chunk, saved when done (default 64)")
     p.add_argument("--no-format-hints", action="store_true", help="do not append the answer-format line to questions")
+    p.add_argument("--max-tokens", type=int, help="budget for every system: lower each expert's max_tokens to this")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_eval)
 
@@ -46,6 +47,7 @@ def register(sub: Any) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     """Run the evaluation, write the outputs, print the summary table."""
     from orchestrator.config import ExpertRegistry
+    from orchestrator.core import Budget
     from skills.eval_report import render_report
     from skills.eval_summary import format_table, summarize
     from skills.evaluation import evaluate, load_items, make_systems, read_rows
@@ -63,7 +65,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         stats = evaluate(items, systems, registry, dispatcher, answers, chunk_size=args.chunk_size, seed=args.seed,
-                         progress=sys.stderr.isatty(), format_hints=not args.no_format_hints)
+                         progress=sys.stderr.isatty(), format_hints=not args.no_format_hints,
+                         budget=Budget(max_tokens=args.max_tokens) if args.max_tokens else None)
     finally:
         dispatcher.close()
     wanted = {(s.name, it.item.id) for s in systems for it in items}

@@ -131,7 +131,8 @@ def test_aggregator_choice_picks_the_model_that_synthesises_best(tmp_path):
     assert result["model"] == "m1" and result["scores"] == {"m1": 1.0, "m2": 0.0} and result["prompts"] == 2
     assert json.loads((tmp_path / "aggregator.json").read_text())["model"] == "m1"
     synth = [r for fake in fleet.made for b in fake.batches for r in b if "/aggregator/" in r.key]
-    assert "synthesize these responses" in synth[0].messages[0]["content"]
+    assert "do not copy a response" in synth[0].messages[0]["content"]  # the synthesis aggregator's own prompt
+    assert "(final answer: " in synth[0].messages[-1]["content"]
 
 
 def test_offline_router_evaluation_on_a_synthetic_table():
