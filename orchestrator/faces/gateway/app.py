@@ -102,6 +102,10 @@ class PipelineOrchestrators:
                                               "`expertmix pipelines validate NAME` checks one") from exc
             return self._cache[name]
 
+    def cached(self, name: str) -> Orchestrator | None:
+        """The orchestrator for ``name`` if it is built already (no lock, no thread hop)."""
+        return self._cache.get(name)
+
     def first(self) -> Orchestrator:
         return self.get(self.default)
 
@@ -131,7 +135,16 @@ class ChatService:
         self.local = LocalRuns(max_batch)
 
     async def complete(self, req: ChatCompletionRequest, *, request_id: str) -> dict[str, Any]:
-        if req.stream:
+        """The ``chat.completion`` answer to ``req``."""
+        result, name = await self.answer(req, request_id=request_id)
+        return chat_completion(result, request_id=result.id, model=name)
+
+    async def answer(self, req: ChatCompletionRequest, *, request_id: str, stream: Any = None) -> tuple[Result, str]:
+        """Run ``req`` (admitted to the bounded queue) and return its result and the pipeline's name.
+
+        ``stream`` (an ``orchestrator.streaming.TokenStream``) receives the answer's text as it is made.
+        """
+        if req.stream and stream is None:
             raise InputError("streaming is not supported by the expertmix gateway",
                              hint="send the request with stream=false (the default)")
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
@@ -139,18 +152,19 @@ class ChatService:
         name = self.orchestrators.resolve(req.model)
         started = self.admission.enter()  # 429 beyond the queue limit
         try:
-            orch = await asyncio.to_thread(self.orchestrators.get, name)
+            orch = self.orchestrators.cached(name) or await asyncio.to_thread(self.orchestrators.get, name)
             if orch.executor == "local":
-                result = await self.local.ask(orch, question, req.expertmix_budget)
+                result = await self.local.ask(orch, question, req.expertmix_budget, stream=stream)
             else:  # the fleet takes concurrent runs; its workers coalesce them into batches
-                (result,) = await orch.arun([question], budget=req.expertmix_budget)
+                extra = {"stream": stream} if stream is not None else {}
+                (result,) = await orch.arun([question], budget=req.expertmix_budget, **extra)
         except BackendError as exc:  # the log line and the client both get the request id
             raise BackendError(f"request {request_id}: {exc.message}", hint=exc.hint) from exc
         finally:
             self.admission.leave(started)
         if result.status == "error":
             raise _result_error(result, name, request_id)
-        return chat_completion(result, request_id=completion_id, model=name)
+        return result, name
 
 
 def _result_error(result: Result, name: str, request_id: str) -> ExpertmixError:

@@ -55,13 +55,22 @@ class Admission:
         self._latency_s = 0.8 * self._latency_s + 0.2 * (time.monotonic() - started)
 
 
+@dataclass(eq=False)
+class _Entry:
+    """One waiting request: its question, where its result goes, and its token stream (if any)."""
+
+    question: Question
+    future: asyncio.Future
+    stream: Any = None
+
+
 @dataclass
 class _Group:
     """Requests for one (pipeline, budget) waiting for the next run."""
 
     orch: Any
     budget: Any
-    waiting: list[tuple[Question, asyncio.Future]] = field(default_factory=list)
+    waiting: list[_Entry] = field(default_factory=list)
 
 
 class LocalRuns:
@@ -93,8 +102,9 @@ class LocalRuns:
         """Waiting lists currently held (one per pipeline and budget that has waiting requests)."""
         return len(self._groups)
 
-    async def ask(self, orch: Any, question: Question, budget: Any) -> Result:
-        """The result for ``question``, answered in the next run of its pipeline and budget."""
+    async def ask(self, orch: Any, question: Question, budget: Any, *, stream: Any = None) -> Result:
+        """The result for ``question``, answered in the next run of its pipeline and budget
+        (``stream``, a token stream, gets the answer's text as it is made)."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # asyncio objects belong to one event loop (tests make several)
             self._loop, self._groups, self._scheduler = loop, {}, None
@@ -102,17 +112,17 @@ class LocalRuns:
         group = self._groups.get(key)
         if group is None:
             group = self._groups[key] = _Group(orch, budget)
-        entry = (question, loop.create_future())
+        entry = _Entry(question, loop.create_future(), stream)
         group.waiting.append(entry)
         if self._scheduler is None or self._scheduler.done():
             self._scheduler = loop.create_task(self._schedule())
         try:
-            return await entry[1]
+            return await entry.future
         except asyncio.CancelledError:
             self._forget(key, entry)
             raise
 
-    def _forget(self, key: tuple[int, str], entry: tuple[Question, asyncio.Future]) -> None:
+    def _forget(self, key: tuple[int, str], entry: _Entry) -> None:
         group = self._groups.get(key)
         if group is not None and entry in group.waiting:  # not taken into a run yet: drop it
             group.waiting.remove(entry)
@@ -131,10 +141,13 @@ class LocalRuns:
                 self._groups[key] = group
             await self._run(group.orch, batch, group.budget)
 
-    async def _run(self, orch: Any, batch: list[tuple[Question, asyncio.Future]], budget: Any) -> None:
+    async def _run(self, orch: Any, batch: list[_Entry], budget: Any) -> None:
+        batch = [e for e in batch if not e.future.done()]  # a client that left during a split rerun
+        if not batch:
+            return
         self.runs += 1
         try:
-            results = await orch.arun([q for q, _ in batch], budget=budget)
+            results = await orch.arun([e.question for e in batch], budget=budget, **_streams(batch))
         except asyncio.CancelledError:  # the gateway is shutting down
             _settle(batch, ExpertmixError("the gateway stopped before this request's run finished",
                                           hint="send it again"))
@@ -150,12 +163,22 @@ class LocalRuns:
             await self._run(orch, batch[half:], budget)
         else:
             by_id = {r.id: r for r in results}
-            for q, fut in batch:
-                if not fut.done():
-                    fut.set_result(by_id[q.id])
+            for e in batch:
+                if not e.future.done():
+                    e.future.set_result(by_id[e.question.id])
 
 
-def _settle(batch: list[tuple[Question, asyncio.Future]], exc: BaseException) -> None:
-    for _, fut in batch:
-        if not fut.done():
-            fut.set_exception(exc)
+def _streams(batch: list[_Entry]) -> dict[str, Any]:
+    """``{"stream": RunStreams}`` for a run whose requests stream, else nothing (no stream argument)."""
+    streams = {e.question.id: e.stream for e in batch if e.stream is not None}
+    if not streams:
+        return {}
+    from orchestrator.streaming import RunStreams
+
+    return {"stream": RunStreams(streams)}
+
+
+def _settle(batch: list[_Entry], exc: BaseException) -> None:
+    for e in batch:
+        if not e.future.done():
+            e.future.set_exception(exc)
