@@ -71,6 +71,25 @@ class FakeDispatcher:
         self.closed = True
 
 
+class RecordingDispatcher:
+    """Wraps a real dispatcher and logs every batch as ``(node label, model, requests)``: how
+    tests check "one batch per model per node" and what each model was asked."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.batches: list[tuple[str, str, list[GenerationRequest]]] = []
+
+    def run_batches(self, groups, *, label: str = "experts", progress: bool = False) -> dict[str, Completion]:
+        self.batches += [(label, m, list(g)) for m, g in groups.items() if g]
+        return self.inner.run_batches(groups, label=label, progress=progress)
+
+    def model_loads(self) -> dict[str, int]:
+        return self.inner.model_loads()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 def contract_questions() -> list[Question]:
     return [Question(id=f"q{i}", text=t) for i, t in enumerate(CONTRACT_QUESTIONS)]
 
