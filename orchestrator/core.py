@@ -5,9 +5,10 @@ imports none of them. It holds:
 
 - the port value types that travel along pipeline edges: ``questions`` (:class:`Question`),
   ``decisions`` (:class:`RoutingDecision`), ``answers`` (lists of :class:`ExpertAnswer`) and
-  ``final`` (:class:`Aggregated`);
+  ``final`` (:class:`Aggregated`), with the annotations nodes declare their ports with
+  (:data:`Questions`, :data:`Answers`, ..., :class:`PortType`) and :class:`Selected` for branches;
 - what crosses process boundaries: :class:`GenerationRequest`, :class:`Completion`,
-  :class:`Result` and its :class:`Trace` (pydantic models with JSON-able fields, so they travel
+  :class:`Result` and its :class:`Trace` of :class:`TraceStep` (pydantic models with JSON-able fields, so they travel
   unchanged through Celery and HTTP);
 - :class:`Budget`, the :class:`Dispatcher` protocol and the :class:`Node` base;
 - the plug-in registries (:data:`NODE_TYPES`, :data:`ROUTERS`, :data:`AGGREGATORS`,

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from orchestrator.compiled import CompiledPipeline, NodePolicy
+from orchestrator.compiled import NO_RETRY, CompiledPipeline, NodePolicy
 from orchestrator.context import RunContext
 from orchestrator.core import Completion, Question, Result, Selected, TraceStep, node_ports
 from orchestrator.errors import BackendError, BudgetError, ConfigError, DispatchError, ExpertmixError
@@ -125,8 +125,9 @@ def _error_line(name: str, type_name: str, exc: BaseException) -> str:
 
 def _isolated(state: RunState, name: str, rows: list[Row], policy: NodePolicy, *, first: bool):
     """Run ``name`` on ``rows``; on failure, halve the sub-batch until failures are single rows."""
+    once = policy if first else replace(policy, retry=NO_RETRY)  # the halves get one attempt each
     try:
-        out, node_ctx, attempts = _attempts(state, name, rows, policy if first else replace(policy, retry=policy.retry.model_copy(update={"max_attempts": 1})))
+        out, node_ctx, attempts = _attempts(state, name, rows, once)
         return [(rows, out, node_ctx, attempts)], {}
     except RUN_LEVEL_ERRORS:
         raise
