@@ -8,9 +8,9 @@ Questions come from a labelled dataset mix (``skills.evaluation.load_items``), u
 
 Each mode's wall time is split into engine loads, generation per model, and everything else
 (routing, prompt building, aggregation logic, bookkeeping), so orchestration overhead is visible.
-Target: batched end-to-end <= 1.05x its loads + generations. ``--reload-n`` runs the reload
-mode on the first few questions only and scales its numbers per question (it costs ~1 minute per
-question on 2 CPU cores). ``--legacy-budgets`` uses the old 96 / 128-token expert caps, to measure
+Target: batched end-to-end <= 1.05x its loads + generations. ``--sequential-n`` runs the
+resident and reload modes on the first few questions only (one question at a time costs 30-60 s
+each on 2 CPU cores) and reports them per question, next to the batched run's per-question time. ``--legacy-budgets`` uses the old 96 / 128-token expert caps, to measure
 what chain-of-thought budgets cost.
 
     .venv/bin/python bench/batching.py --n 32 --k 3 --modes batched resident --json out.json
@@ -107,7 +107,8 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=3, help="experts per question (the router's k)")
     ap.add_argument("--pipeline", default="symbolic-moe")
     ap.add_argument("--modes", nargs="+", choices=["batched", "resident", "reload"], default=["batched", "resident", "reload"])
-    ap.add_argument("--reload-n", type=int, default=4, help="questions the reload mode runs (scaled per question)")
+    ap.add_argument("--sequential-n", type=int, default=4,
+                    help="questions the resident and reload modes run (reported per question)")
     ap.add_argument("--legacy-budgets", action="store_true", help="old caps: SmolLM2 96, Qwen 128 tokens")
     ap.add_argument("--json", type=Path, help="append the numbers to this JSON file")
     args = ap.parse_args()
@@ -121,7 +122,7 @@ def main() -> None:
           f"budgets {'legacy' if args.legacy_budgets else 'current'}", flush=True)
     rows = []
     for mode in args.modes:
-        sub = qs[: args.reload_n] if mode == "reload" else qs
+        sub = qs if mode == "batched" else qs[: args.sequential_n]
         row = run_mode(mode, sub, reg, pipe)
         row["per_question_s"] = round(row["wall_s"] / len(sub), 2)
         row["legacy_budgets"] = args.legacy_budgets
