@@ -38,6 +38,7 @@ class SynthesisAggregator:
     """An LLM fuses the experts' answers into one that ends with the question's final-answer format."""
 
     name = "synthesis"
+    streams_answer = True  # its generated text is the answer (orchestrator.streaming)
 
     def __init__(self, model: str | None = None, max_tokens: int = 256, temperature: float = 0.0,
                  pass_single: bool = True, answer_type: str = "auto", profiles: str | None = None) -> None:
@@ -47,6 +48,11 @@ class SynthesisAggregator:
             raise ConfigError(f"synthesis aggregator: unknown answer_type {answer_type!r}", hint=f"use one of {KINDS}")
         self.model, self.max_tokens, self.temperature, self.pass_single = model, max_tokens, temperature, pass_single
         self.answer_type, self.profiles = answer_type, profiles
+
+    @property
+    def passes_single_answer(self) -> bool:
+        """A question with one distinct expert answer keeps it: that expert's tokens can stream."""
+        return self.pass_single
 
     def config(self) -> dict[str, Any]:
         return {"model": self.model, "max_tokens": self.max_tokens, "temperature": self.temperature,

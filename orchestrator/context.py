@@ -10,6 +10,7 @@ from orchestrator.config import ExpertRegistry
 
 if TYPE_CHECKING:
     from orchestrator.core import Budget, Dispatcher
+    from orchestrator.streaming import TokenStream
 
 
 @dataclass
@@ -23,6 +24,7 @@ class RunContext:
     budget: "Budget | None" = None
     progress: bool = False
     notes: list[str] = field(default_factory=list)
+    stream: "TokenStream | None" = None  # receives the final answer's text as it is generated
     # Set by the executor for the node that is running: its name (part of every result key, so two
     # nodes asking the same model about the same question never share an answer) and the trace
     # parts it records per question id.

@@ -25,6 +25,7 @@ from orchestrator.compiled import NO_RETRY, CompiledPipeline, NodePolicy
 from orchestrator.context import RunContext
 from orchestrator.core import Completion, Question, Result, Selected, TraceStep, node_ports
 from orchestrator.errors import BackendError, BudgetError, ConfigError, DispatchError, ExpertmixError
+from orchestrator.streaming import announce, stream_plan, streaming_dispatcher
 from orchestrator.tracing import build_results
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class RunState:
     errors: dict[Row, str] = field(default_factory=dict)
     error_types: dict[Row, str] = field(default_factory=dict)
     qid: dict[Row, str] = field(default_factory=dict)
+    streamed: frozenset[str] = frozenset()  # nodes whose tokens are the answer (orchestrator.streaming)
 
 
 def execute(pipeline: Any, questions: list[Question], ctx: RunContext) -> list[Result]:
@@ -65,6 +67,8 @@ def execute(pipeline: Any, questions: list[Question], ctx: RunContext) -> list[R
         node.warm_up(ctx)
     loads_before = dict(ctx.dispatcher.model_loads())
     state = RunState(compiled, ctx, list(questions))
+    if ctx.stream is not None:
+        state.streamed = stream_plan(compiled)
     for name in compiled.order:
         if name == compiled.input_node:
             _store(state, name, "questions", {(i,): q for i, q in enumerate(questions)}, 0.0, 1)
@@ -151,9 +155,12 @@ def _attempts(state: RunState, name: str, rows: list[Row], policy: NodePolicy):
     node = state.compiled.nodes[name]
     inputs = _gather(state, name, rows)
     for attempt in range(1, policy.retry.max_attempts + 1):
-        node_ctx = replace(state.ctx, dispatcher=MeteredDispatcher(state.ctx.dispatcher), node=name, parts={})
+        dispatcher = streaming_dispatcher(state.ctx, state.ctx.dispatcher, name, state.streamed)
+        node_ctx = replace(state.ctx, dispatcher=MeteredDispatcher(dispatcher), node=name, parts={})
         try:
-            return _call(lambda: node.run(node_ctx, **inputs), policy.timeout_s, name), node_ctx, attempt
+            out = _call(lambda: node.run(node_ctx, **inputs), policy.timeout_s, name)
+            announce(state.ctx, out)  # routing decisions reach a stream before the answer exists
+            return out, node_ctx, attempt
         except RUN_LEVEL_ERRORS:
             raise
         except Exception as exc:  # noqa: BLE001 (a node's failure becomes its questions' error)

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from orchestrator.core import Completion, Dispatcher, GenerationRequest, group_by_model
 from orchestrator.errors import UnknownNameError
+from orchestrator.streaming import DeltaCallback
 from workers.pool import ModelPool
 
 log = logging.getLogger(__name__)
@@ -25,11 +26,14 @@ class LocalDispatcher:
     Models that are already resident go first, so a run never reloads what it still holds.
     """
 
+    streams = True  # takes on_delta (orchestrator.streaming)
+
     def __init__(self, pool: ModelPool) -> None:
         self.pool = pool
 
     def run_batches(
-        self, groups: dict[str, list[GenerationRequest]], *, label: str = "experts", progress: bool = False
+        self, groups: dict[str, list[GenerationRequest]], *, label: str = "experts", progress: bool = False,
+        on_delta: DeltaCallback | None = None,
     ) -> dict[str, Completion]:
         resident = set(self.pool.resident())
         order = sorted(groups, key=lambda m: (m not in resident, list(groups).index(m)))
@@ -38,7 +42,7 @@ class LocalDispatcher:
         with bar:
             for model in order:
                 bar.set_postfix_str(model)
-                for comp in self.pool.generate(model, groups[model]):
+                for comp in self.pool.generate(model, groups[model], on_delta):
                     out[comp.key] = comp
                 bar.update(len(groups[model]))
         return out

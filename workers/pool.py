@@ -24,6 +24,7 @@ from typing import Callable, Mapping
 from orchestrator.config import ModelSpec, env_number
 from orchestrator.errors import UnknownNameError
 from orchestrator.core import Completion, GenerationRequest
+from orchestrator.streaming import DeltaCallback
 from workers.backends.base import Backend, make_backend
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class ModelPool:
         self._resident: OrderedDict[str, Backend] = OrderedDict()
         self._lock = threading.RLock()
         self.loads: Counter[str] = Counter()
+        self.batch_sizes: Counter[tuple[str, int]] = Counter()  # (model, prompts in one batch) -> batches
         self.load_seconds: Counter[str] = Counter()
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -92,12 +94,20 @@ class ModelPool:
             return sum(self.models[m].memory_gib for m in self._resident)
 
     # ---- work ----------------------------------------------------------------------------
-    def generate(self, model: str, requests: list[GenerationRequest]) -> list[Completion]:
-        """One batch for one model (the model is loaded once and kept while the budget allows)."""
+    def generate(self, model: str, requests: list[GenerationRequest],
+                 on_delta: DeltaCallback | None = None) -> list[Completion]:
+        """One batch for one model (the model is loaded once and kept while the budget allows).
+
+        With ``on_delta``, a backend that can stream (``generate_stream``) reports every request's
+        text deltas as they are generated; other backends answer the batch whole.
+        """
         if not requests:
             return []
         with self._lock:  # one batch per engine at a time; vLLM's offline engine is not re-entrant
-            return self.acquire(model).generate(requests)
+            backend = self.acquire(model)
+            self.batch_sizes[(model, len(requests))] += 1
+            stream = getattr(backend, "generate_stream", None) if on_delta is not None else None
+            return stream(requests, on_delta) if stream is not None else backend.generate(requests)
 
     def __enter__(self) -> "ModelPool":
         return self

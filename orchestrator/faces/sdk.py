@@ -25,6 +25,7 @@ from orchestrator.errors import InputError
 from orchestrator.executor import execute
 from orchestrator.pipeline import Pipeline
 from orchestrator.core import Budget, Question, Result, check_question
+from orchestrator.streaming import TokenStream
 from workers.dispatch import make_dispatcher
 
 T = TypeVar("T")
@@ -64,17 +65,21 @@ class Orchestrator:
         return result
 
     async def arun(self, questions: Iterable[Question | str], *, budget: Any = None,
-                   run_id: str | None = None) -> list[Result]:
-        """Answer many questions as one batched run (each model loaded once, one batch per model)."""
+                   run_id: str | None = None, stream: TokenStream | None = None) -> list[Result]:
+        """Answer many questions as one batched run (each model loaded once, one batch per model).
+
+        ``stream`` receives each question's final answer text as it is generated
+        (:mod:`orchestrator.streaming`)."""
         qs = _as_questions(questions)
-        return await asyncio.to_thread(self._run_blocking, qs, budget, run_id)
+        return await asyncio.to_thread(self._run_blocking, qs, budget, run_id, stream)
 
     # ---- sync wrappers ---------------------------------------------------------------------
     def ask(self, question: str, *, id: str | None = None, budget: Any = None) -> Result:
         return _run_sync(self.aask(question, id=id, budget=budget))
 
-    def run(self, questions: Iterable[Question | str], *, budget: Any = None, run_id: str | None = None) -> list[Result]:
-        return _run_sync(self.arun(questions, budget=budget, run_id=run_id))
+    def run(self, questions: Iterable[Question | str], *, budget: Any = None, run_id: str | None = None,
+            stream: TokenStream | None = None) -> list[Result]:
+        return _run_sync(self.arun(questions, budget=budget, run_id=run_id, stream=stream))
 
     def model_loads(self) -> dict[str, int]:
         return dict(self.dispatcher.model_loads())
@@ -88,11 +93,12 @@ class Orchestrator:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _run_blocking(self, questions: list[Question], budget: Any, run_id: str | None) -> list[Result]:
+    def _run_blocking(self, questions: list[Question], budget: Any, run_id: str | None,
+                      stream: TokenStream | None = None) -> list[Result]:
         if isinstance(budget, dict):
             budget = Budget(**budget)
         ctx = RunContext(registry=self.registry, dispatcher=self.dispatcher, seed=self.seed,
-                         budget=budget, progress=self.progress)
+                         budget=budget, progress=self.progress, stream=stream)
         if run_id:
             ctx.run_id = run_id
         with self._lock:

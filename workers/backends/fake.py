@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Callable, Mapping
@@ -34,7 +35,7 @@ class FakeBackend:
 
     ``answers`` maps the request's text (its prompt, or its last message's content) to an answer,
     or is a callable ``(request, sample_index) -> str``. ``delay_s`` sleeps in each ``generate``
-    (to test concurrency); ``fail_on`` makes ``generate`` raise for requests whose text contains it.
+    (to test concurrency); ``token_delay_s`` paces :meth:`generate_stream`; ``fail_on`` makes ``generate`` raise for requests whose text contains it.
     """
 
     def __init__(
@@ -44,11 +45,13 @@ class FakeBackend:
         *,
         delay_s: float = 0.0,
         fail_on: str | None = None,
+        token_delay_s: float = 0.0,
     ) -> None:
         self.spec = spec
         self.answers = answers if answers is not None else {}
         self.delay_s = delay_s
         self.fail_on = fail_on
+        self.token_delay_s = token_delay_s
         self.loaded = False
         self.calls: list[tuple[str, int]] = []  # ("load" | "unload" | "generate", batch size)
         self.batches: list[list[GenerationRequest]] = []
@@ -80,6 +83,22 @@ class FakeBackend:
         finally:
             with self._lock:
                 self._active -= 1
+
+    def generate_stream(self, requests: list[GenerationRequest], on_delta: Callable[[str, str], bool]) -> list[Completion]:
+        """:meth:`generate`, then each answer reported word by word (``token_delay_s`` between words);
+        an answer whose ``on_delta`` returns False stops there (``finish_reason="cancelled"``)."""
+        out = []
+        for comp in self.generate(requests):
+            sent = ""
+            for piece in re.findall(r"\s*\S+", comp.text):
+                if self.token_delay_s:
+                    time.sleep(self.token_delay_s)
+                sent += piece
+                if on_delta(comp.key, piece) is False:
+                    comp = comp.model_copy(update={"text": sent, "texts": [sent], "finish_reason": "cancelled"})
+                    break
+            out.append(comp)
+        return out
 
     def count(self, kind: str) -> int:
         """How many times ``load`` / ``unload`` / ``generate`` was called."""

@@ -31,6 +31,7 @@ from typing import Any
 from orchestrator.config import ModelSpec, env_number
 from orchestrator.errors import BackendError, ConfigError, ExpertmixError
 from orchestrator.core import Completion, GenerationRequest
+from orchestrator.streaming import DeltaCallback
 from workers.backends.base import BACKENDS
 from workers.backends.prompting import completion_text, conversation
 
@@ -74,6 +75,10 @@ class LitellmBackend:
         import litellm
 
         litellm.suppress_debug_info = True
+        # litellm counts tokens for its cost bookkeeping on a call's way out; its tokenizer
+        # imports lazily (~1.5 s, local files). Paid here, not inside the first streamed call,
+        # where it held the first chunks back until the provider had sent them all.
+        litellm.token_counter(model=self.spec.litellm_model, text="warm up")
         self._litellm = litellm
 
     def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
@@ -87,12 +92,24 @@ class LitellmBackend:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"litellm-{self.spec.name}") as pool:
             return list(pool.map(self._one, requests, inputs))
 
+    def generate_stream(self, requests: list[GenerationRequest], on_delta: DeltaCallback) -> list[Completion]:
+        """Like :meth:`generate`, with ``stream=True`` calls: each text delta goes to ``on_delta`` as
+        the provider sends it (requests with ``n > 1`` are answered whole)."""
+        if not requests:
+            return []
+        if self._litellm is None:
+            self.load()
+        inputs = [conversation(r) if self.spec.chat else completion_text(r) for r in requests]
+        workers = max(1, min(self.concurrency, len(requests)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"litellm-{self.spec.name}") as pool:
+            return list(pool.map(lambda r, c: self._one(r, c, on_delta), requests, inputs))
+
     def unload(self) -> None:
         """Nothing is resident; forget the client module reference."""
         self._litellm = None
 
     # ---- one call ------------------------------------------------------------------------
-    def _one(self, request: GenerationRequest, content: Any) -> Completion:
+    def _one(self, request: GenerationRequest, content: Any, on_delta: DeltaCallback | None = None) -> Completion:
         s = request.sampling
         kwargs: dict[str, Any] = dict(
             model=self.spec.litellm_model,
@@ -110,6 +127,8 @@ class LitellmBackend:
         if self.spec.api_base:
             kwargs["api_base"] = self.spec.api_base
         t0 = time.perf_counter()
+        if on_delta is not None and s.n == 1:
+            return self._streamed(request, content, kwargs, on_delta, t0)
         try:
             if self.spec.chat:
                 resp = self._litellm.completion(messages=content, **kwargs)
@@ -131,6 +150,42 @@ class LitellmBackend:
             completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
             latency_s=time.perf_counter() - t0,
             finish_reason=resp.choices[0].finish_reason if resp.choices else None,
+        )
+
+    def _streamed(self, request: GenerationRequest, content: Any, kwargs: dict[str, Any],
+                  on_delta: DeltaCallback, t0: float) -> Completion:
+        """One ``stream=True`` call; stops reading (closing the connection) when ``on_delta`` says so."""
+        parts: list[str] = []
+        finish, usage = None, None
+        kwargs = {**kwargs, "stream": True, "stream_options": {"include_usage": True}}
+        try:
+            if self.spec.chat:
+                chunks = self._litellm.completion(messages=content, **kwargs)
+            else:
+                chunks = self._litellm.text_completion(prompt=content, **kwargs)
+            for chunk in chunks:
+                usage = getattr(chunk, "usage", None) or usage
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                delta = (choice.delta.content if self.spec.chat else getattr(choice, "text", None)) or ""
+                finish = choice.finish_reason or finish
+                if delta:
+                    parts.append(delta)
+                    if on_delta(request.key, delta) is False:
+                        finish = "cancelled"
+                        _close(chunks)
+                        break
+        except ExpertmixError:
+            raise
+        except Exception as exc:
+            raise self._error(request, exc) from exc
+        text = "".join(parts)
+        return Completion(
+            key=request.key, model=self.spec.name, text=text, texts=[text],
+            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            latency_s=time.perf_counter() - t0, finish_reason=finish,
         )
 
     def _api_key(self) -> str | None:
@@ -161,3 +216,13 @@ class LitellmBackend:
             transient=transient,
         )
 
+
+def _close(chunks: Any) -> None:
+    """Drop a stream early: its HTTP response is closed so the provider stops generating."""
+    for target in (chunks, getattr(chunks, "completion_stream", None), getattr(chunks, "response", None)):
+        close = getattr(target, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception:  # noqa: BLE001 (closing a half-read stream may raise; it is gone anyway)
+                pass

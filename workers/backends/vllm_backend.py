@@ -34,6 +34,8 @@ from pydantic import BaseModel
 from orchestrator.config import ModelSpec, env_flag, env_number
 from orchestrator.errors import BackendError, ModelNotFoundError
 from orchestrator.core import Completion, GenerationRequest, Sampling
+from orchestrator.streaming import DeltaCallback
+from workers.backends import vllm_stream
 from workers.backends.base import BACKENDS
 from workers.backends.prompting import completion_text, conversation
 
@@ -141,6 +143,15 @@ class VllmBackend:
             ) from exc
         share = (time.perf_counter() - t0) / len(requests)
         return [_completion(req, out, self.spec.name, share) for req, out in zip(requests, outputs)]
+
+    def generate_stream(self, requests: list[GenerationRequest], on_delta: DeltaCallback) -> list[Completion]:
+        """Like :meth:`generate` (one engine batch), reporting each request's text deltas as they come."""
+        if not requests:
+            return []
+        if self._llm is None:
+            raise BackendError(f"model {self.spec.name!r} is not loaded", hint="call load() before generate()")
+        return vllm_stream.generate_stream(self._llm, self.spec.name, self.spec.chat, requests, on_delta,
+                                           to_sampling_params)
 
     def unload(self) -> None:
         """Shut the engine down and give its memory back (RSS drops by the engine's size)."""

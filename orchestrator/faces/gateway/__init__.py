@@ -11,7 +11,8 @@ timeouts; the guarded uvicorn protocol), :mod:`.schema` (the request is parsed a
 checked: a 400 before anything is queued), :mod:`.app` (routes; admission to the bounded queue,
 429 beyond it), :mod:`.runs` (concurrent requests merged into runs on the local engines; a
 failed merged run split so a poisoned question fails alone), :mod:`.errors` (statuses, OpenAI
-error bodies, the OpenAPI document).
+error bodies, the OpenAPI document), :mod:`.streaming` (``stream: true``: server-sent chunks),
+:mod:`.metrics` (``GET /metrics``, Prometheus).
 
 Example::
 

@@ -9,16 +9,19 @@ import threading
 import uuid
 from collections.abc import Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from orchestrator.core import Question, Result
 from orchestrator.errors import BackendError, ConfigError, ExpertmixError, InputError, UnknownNameError
+from orchestrator.faces.gateway import streaming
 from orchestrator.faces.gateway.errors import add_error_handlers, error_body, honest_openapi
 from orchestrator.faces.gateway.http import ApiKeys, BodyLimit, RequestId
+from orchestrator.faces.gateway.metrics import GatewayMetrics
 from orchestrator.faces.gateway.runs import Admission, LocalRuns
 from orchestrator.faces.gateway.schema import (
     DEFAULT_MODEL_ALIAS,
@@ -182,7 +185,8 @@ async def _until_disconnect(request: Request) -> None:
 # ---- the app -----------------------------------------------------------------------------------
 _V1 = [400, 401, 405, 408, 413, 500, 503]
 STATUSES = {("POST", "/v1/chat/completions"): [*_V1, 429], ("GET", "/v1/models"): _V1,
-            ("GET", "/healthz"): [405, 408, 413, 500, 503], ("GET", "/readyz"): [405, 408, 413, 500, 503]}
+            ("GET", "/healthz"): [405, 408, 413, 500, 503], ("GET", "/readyz"): [405, 408, 413, 500, 503],
+            ("GET", "/metrics"): [405, 408, 413, 500, 503]}
 
 
 def create_app(source: Orchestrator | OrchestratorFactory, *, default_pipeline: str | None = None,
@@ -200,6 +204,8 @@ def create_app(source: Orchestrator | OrchestratorFactory, *, default_pipeline: 
     """
     orchestrators = PipelineOrchestrators(source, default_pipeline=default_pipeline)
     service = ChatService(orchestrators, max_batch=max_batch, max_queue=max_queue)
+    metrics = GatewayMetrics(dispatcher=lambda: orchestrators.first().dispatcher,
+                             queue_depth=lambda: service.local.waiting)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -216,11 +222,16 @@ def create_app(source: Orchestrator | OrchestratorFactory, *, default_pipeline: 
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes, body_timeout_s=body_timeout_s, error_body=error_body)
     app.add_middleware(ApiKeys, keys=keys, error_body=error_body,  # before reading bodies
                        env_hint=f"${API_KEY_ENV}, ${API_KEYS_ENV} or ${API_KEYS_FILE_ENV}")
-    app.add_middleware(RequestId)  # outermost: every response has x-request-id
+    app.add_middleware(RequestId)  # every response has x-request-id
+    app.add_middleware(metrics.middleware)  # outermost: every request is counted, refused ones too
+    app.state.metrics = metrics
 
     @app.post("/v1/chat/completions")
     async def chat_completions(req: ChatCompletionRequest, request: Request) -> Any:
         request_id = request.scope.get("state", {}).get("request_id", "-")
+        if req.stream:  # server-sent chunks (streaming.py)
+            return await streaming.respond(partial(service.answer, request_id=request_id), chat_completion, req,
+                                           request, model=orchestrators.resolve(req.model), observer=metrics)
         work = asyncio.ensure_future(service.complete(req, request_id=request_id))
         gone = asyncio.ensure_future(_until_disconnect(request))
         try:
@@ -234,7 +245,12 @@ def create_app(source: Orchestrator | OrchestratorFactory, *, default_pipeline: 
             work.cancel()
             log.info("[%s] client disconnected; request dropped", request_id)
             return Response(status_code=499)
+        metrics.answered(work.result())
         return work.result()
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def prometheus_metrics() -> Response:  # Prometheus text format (metrics.py)
+        return Response(metrics.exposition(), media_type=metrics.content_type)
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:

@@ -119,8 +119,8 @@ def test_missing_user_message_and_malformed_requests_are_400(client):
     assert r.status_code == 400 and "messages" in r.json()["error"]["message"]
     r = client.post("/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
-    r = chat(client, stream=True)
-    assert r.status_code == 400 and "streaming" in r.json()["error"]["message"]
+    r = chat(client, stream=True, stream_options=3)  # streaming works (test_streaming_*.py); bad options are 400
+    assert r.status_code == 400 and "stream_options" in r.json()["error"]["message"]
 
 
 def test_unknown_pipeline_is_400_listing_the_choices(client):
@@ -396,3 +396,23 @@ def test_one_bad_question_in_a_merged_run_fails_alone():
     # the head run, the merged run that failed, then its halves until the bad one is alone:
     # [good] ok, [bad, good] fails, [bad] fails, [good] ok
     assert len(dispatcher.calls) == 1 + 1 + 4
+
+
+def test_stream_true_sends_role_then_answer_then_finish_as_sse(client):
+    """The fake dispatcher cannot stream: the answer comes in one chunk when decided."""
+    import json
+
+    plain = chat(client).json()
+    r = chat(client, stream=True, stream_options={"include_usage": True})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = [line[len("data: "):] for line in r.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert chunks[0]["expertmix"]["routing"]["router"] == plain["expertmix"]["trace"]["router"]
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]) \
+        == plain["choices"][0]["message"]["content"]
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == plain["usage"]
+
+
