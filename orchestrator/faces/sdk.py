@@ -23,6 +23,7 @@ from orchestrator.config import ExpertRegistry
 from orchestrator.context import RunContext
 from orchestrator.errors import InputError
 from orchestrator.executor import execute
+from orchestrator.faces.overrides import OverridingDispatcher, SamplingOverride
 from orchestrator.pipeline import Pipeline
 from orchestrator.core import Budget, Question, Result, check_question
 from orchestrator.streaming import TokenStream
@@ -65,21 +66,27 @@ class Orchestrator:
         return result
 
     async def arun(self, questions: Iterable[Question | str], *, budget: Any = None,
-                   run_id: str | None = None, stream: TokenStream | None = None) -> list[Result]:
+                   run_id: str | None = None, stream: TokenStream | None = None,
+                   sampling: SamplingOverride | dict | None = None) -> list[Result]:
         """Answer many questions as one batched run (each model loaded once, one batch per model).
 
         ``stream`` receives each question's final answer text as it is generated
-        (:mod:`orchestrator.streaming`)."""
+        (:mod:`orchestrator.streaming`). ``sampling`` (a
+        :class:`~orchestrator.faces.overrides.SamplingOverride` or its dict) sets temperature,
+        top_p, seed, stop and a max_tokens cap on every model call of the run.
+        """
         qs = _as_questions(questions)
-        return await asyncio.to_thread(self._run_blocking, qs, budget, run_id, stream)
+        if isinstance(sampling, dict):
+            sampling = SamplingOverride(**sampling)
+        return await asyncio.to_thread(self._run_blocking, qs, budget, run_id, stream, sampling)
 
     # ---- sync wrappers ---------------------------------------------------------------------
     def ask(self, question: str, *, id: str | None = None, budget: Any = None) -> Result:
         return _run_sync(self.aask(question, id=id, budget=budget))
 
     def run(self, questions: Iterable[Question | str], *, budget: Any = None, run_id: str | None = None,
-            stream: TokenStream | None = None) -> list[Result]:
-        return _run_sync(self.arun(questions, budget=budget, run_id=run_id, stream=stream))
+            stream: TokenStream | None = None, sampling: SamplingOverride | dict | None = None) -> list[Result]:
+        return _run_sync(self.arun(questions, budget=budget, run_id=run_id, stream=stream, sampling=sampling))
 
     def model_loads(self) -> dict[str, int]:
         return dict(self.dispatcher.model_loads())
@@ -94,10 +101,11 @@ class Orchestrator:
         self.close()
 
     def _run_blocking(self, questions: list[Question], budget: Any, run_id: str | None,
-                      stream: TokenStream | None = None) -> list[Result]:
+                      stream: TokenStream | None = None, sampling: SamplingOverride | None = None) -> list[Result]:
         if isinstance(budget, dict):
             budget = Budget(**budget)
-        ctx = RunContext(registry=self.registry, dispatcher=self.dispatcher, seed=self.seed,
+        dispatcher = OverridingDispatcher(self.dispatcher, sampling) if sampling is not None else self.dispatcher
+        ctx = RunContext(registry=self.registry, dispatcher=dispatcher, seed=self.seed,
                          budget=budget, progress=self.progress, stream=stream)
         if run_id:
             ctx.run_id = run_id

@@ -25,8 +25,10 @@ from orchestrator.faces.gateway.metrics import GatewayMetrics
 from orchestrator.faces.gateway.runs import Admission, LocalRuns
 from orchestrator.faces.gateway.schema import (
     DEFAULT_MODEL_ALIAS,
+    EXPERT_PREFIX,
     ChatCompletionRequest,
     chat_completion,
+    check_messages,
     last_user_message,
 )
 from orchestrator.faces.sdk import DEFAULT_PIPELINE, Orchestrator
@@ -85,13 +87,22 @@ class PipelineOrchestrators:
         self.names = sorted(set(builtin_pipelines()) | {self.default})
 
     def resolve(self, model: str) -> str:
-        """The pipeline name a request's ``model`` means; unknown names list the choices."""
+        """The pipeline name a request's ``model`` means; unknown names list the choices.
+
+        ``expert/NAME`` is one expert of the registry, asked directly (no routing, no fusion).
+        """
         name = self.default if model == DEFAULT_MODEL_ALIAS else model
-        if name not in self.names:
-            shown = model if len(model) <= _SHOWN_NAME_CHARS else f"{model[:_SHOWN_NAME_CHARS]}... ({len(model)} characters)"
-            raise UnknownNameError("pipeline", shown, [DEFAULT_MODEL_ALIAS, *self.names],
-                                   where="the request's `model` (GET /v1/models lists them)")
-        return name
+        if name in self.names:
+            return name
+        if name.startswith(EXPERT_PREFIX) and name[len(EXPERT_PREFIX):] in self.experts():
+            return name
+        shown = model if len(model) <= _SHOWN_NAME_CHARS else f"{model[:_SHOWN_NAME_CHARS]}... ({len(model)} characters)"
+        raise UnknownNameError("pipeline", shown, [DEFAULT_MODEL_ALIAS, *self.names, f"{EXPERT_PREFIX}<expert>"],
+                               where="the request's `model` (GET /v1/models lists them)")
+
+    def experts(self) -> list[str]:
+        """The registry's expert names (``model: expert/NAME``)."""
+        return sorted(self.first().registry.experts)
 
     def get(self, name: str) -> Orchestrator:
         """The orchestrator for an allowed pipeline name (built on first use)."""
@@ -122,9 +133,29 @@ class PipelineOrchestrators:
 
 
 def _sibling(base: Orchestrator, name: str) -> Orchestrator:
-    """An orchestrator for another built-in pipeline sharing ``base``'s registry and dispatcher."""
-    return Orchestrator(base.registry, Pipeline.load(name), executor=base.executor,
-                        dispatcher=base.dispatcher, seed=base.seed)
+    """An orchestrator for another built-in pipeline (or ``expert/NAME``) sharing ``base``'s
+    registry and dispatcher."""
+    pipeline = single_expert(name[len(EXPERT_PREFIX):]) if name.startswith(EXPERT_PREFIX) else Pipeline.load(name)
+    return Orchestrator(base.registry, pipeline, executor=base.executor, dispatcher=base.dispatcher, seed=base.seed)
+
+
+def single_expert(expert: str) -> Pipeline:
+    """``expert/NAME``: the question goes to that expert alone and its answer is the reply."""
+    return Pipeline.from_dict({
+        "name": f"{EXPERT_PREFIX}{expert}",
+        "description": f"The expert {expert!r} alone: no routing, its answer unchanged.",
+        "nodes": [{"name": "input", "type": "input"},
+                  {"name": "router", "type": "router", "params": {"router": "fixed", "experts": [expert]}},
+                  {"name": "experts", "type": "experts"},
+                  {"name": "answer", "type": "aggregator", "params": {"aggregator": "synthesis", "answer_type": "text"}},
+                  {"name": "output", "type": "output"}],
+        "edges": [{"from": "input.questions", "to": "router.questions"},
+                  {"from": "input.questions", "to": "experts.questions"},
+                  {"from": "router.decisions", "to": "experts.decisions"},
+                  {"from": "input.questions", "to": "answer.questions"},
+                  {"from": "experts.answers", "to": "answer.answers"},
+                  {"from": "answer.final", "to": "output.final"}],
+    })
 
 
 # ---- the chat service ----------------------------------------------------------------------------
@@ -138,9 +169,22 @@ class ChatService:
         self.local = LocalRuns(max_batch)
 
     async def complete(self, req: ChatCompletionRequest, *, request_id: str) -> dict[str, Any]:
-        """The ``chat.completion`` answer to ``req``."""
-        result, name = await self.answer(req, request_id=request_id)
-        return chat_completion(result, request_id=result.id, model=name)
+        """The ``chat.completion`` answer to ``req``: ``n`` choices, each its own run (seed + i)."""
+        if req.n == 1:
+            result, name = await self.answer(req, request_id=request_id)
+            return chat_completion(result, request_id=result.id, model=name)
+        self.check(req)  # a bad request fails once, not n times
+        seed = req.seed if req.seed is not None else 0
+        copies = [req.model_copy(update={"seed": seed + i, "n": 1}) for i in range(req.n)]
+        answered = await asyncio.gather(*(self.answer(c, request_id=request_id) for c in copies))
+        return chat_completion([r for r, _ in answered], request_id=answered[0][0].id, model=answered[0][1])
+
+    def check(self, req: ChatCompletionRequest) -> tuple[Question, str]:
+        """Everything that makes ``req`` a 400, before anything is queued: its question and pipeline."""
+        req.check_honourable()
+        check_messages(req.messages)
+        question = Question.make(last_user_message(req.messages), id=f"chatcmpl-{uuid.uuid4().hex[:24]}")
+        return question, self.orchestrators.resolve(req.model)
 
     async def answer(self, req: ChatCompletionRequest, *, request_id: str, stream: Any = None) -> tuple[Result, str]:
         """Run ``req`` (admitted to the bounded queue) and return its result and the pipeline's name.
@@ -150,17 +194,16 @@ class ChatService:
         if req.stream and stream is None:
             raise InputError("streaming is not supported by the expertmix gateway",
                              hint="send the request with stream=false (the default)")
-        completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-        question = Question.make(last_user_message(req.messages), id=completion_id)  # 400 before any queueing
-        name = self.orchestrators.resolve(req.model)
+        question, name = self.check(req)
+        sampling, budget = req.sampling(), req.expertmix_budget
         started = self.admission.enter()  # 429 beyond the queue limit
         try:
             orch = self.orchestrators.cached(name) or await asyncio.to_thread(self.orchestrators.get, name)
             if orch.executor == "local":
-                result = await self.local.ask(orch, question, req.expertmix_budget, stream=stream)
+                result = await self.local.ask(orch, question, budget, sampling=sampling, stream=stream)
             else:  # the fleet takes concurrent runs; its workers coalesce them into batches
                 extra = {"stream": stream} if stream is not None else {}
-                (result,) = await orch.arun([question], budget=req.expertmix_budget, **extra)
+                (result,) = await orch.arun([question], budget=budget, sampling=sampling, **extra)
         except BackendError as exc:  # the log line and the client both get the request id
             raise BackendError(f"request {request_id}: {exc.message}", hint=exc.hint) from exc
         finally:
@@ -255,9 +298,10 @@ def create_app(source: Orchestrator | OrchestratorFactory, *, default_pipeline: 
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
         names = [DEFAULT_MODEL_ALIAS, *orchestrators.names]
+        experts = [f"{EXPERT_PREFIX}{e}" for e in await asyncio.to_thread(orchestrators.experts)]
         return {"object": "list", "data": [
             {"id": n, "object": "model", "created": 0, "owned_by": "expertmix",
-             "pipeline": orchestrators.default if n == DEFAULT_MODEL_ALIAS else n} for n in names]}
+             "pipeline": orchestrators.default if n == DEFAULT_MODEL_ALIAS else n} for n in [*names, *experts]]}
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -70,6 +70,7 @@ class _Group:
 
     orch: Any
     budget: Any
+    sampling: Any
     waiting: list[_Entry] = field(default_factory=list)
 
 
@@ -89,7 +90,7 @@ class LocalRuns:
         self.runs = 0  # runs started (split reruns included)
         self.abandoned = 0  # requests dropped because their client left before their run
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._groups: dict[tuple[int, str], _Group] = {}
+        self._groups: dict[tuple[int, str, str], _Group] = {}
         self._scheduler: asyncio.Task | None = None
 
     @property
@@ -102,16 +103,18 @@ class LocalRuns:
         """Waiting lists currently held (one per pipeline and budget that has waiting requests)."""
         return len(self._groups)
 
-    async def ask(self, orch: Any, question: Question, budget: Any, *, stream: Any = None) -> Result:
-        """The result for ``question``, answered in the next run of its pipeline and budget
-        (``stream``, a token stream, gets the answer's text as it is made)."""
+    async def ask(self, orch: Any, question: Question, budget: Any, *, sampling: Any = None,
+                  stream: Any = None) -> Result:
+        """The result for ``question``, answered in the next run of its pipeline, budget and
+        sampling settings (``stream``, a token stream, gets the answer's text as it is made)."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # asyncio objects belong to one event loop (tests make several)
             self._loop, self._groups, self._scheduler = loop, {}, None
-        key = (id(orch), budget.model_dump_json() if budget is not None else "")
+        key = (id(orch), budget.model_dump_json() if budget is not None else "",
+               sampling.key() if sampling is not None else "")
         group = self._groups.get(key)
         if group is None:
-            group = self._groups[key] = _Group(orch, budget)
+            group = self._groups[key] = _Group(orch, budget, sampling)
         entry = _Entry(question, loop.create_future(), stream)
         group.waiting.append(entry)
         if self._scheduler is None or self._scheduler.done():
@@ -122,7 +125,7 @@ class LocalRuns:
             self._forget(key, entry)
             raise
 
-    def _forget(self, key: tuple[int, str], entry: _Entry) -> None:
+    def _forget(self, key: tuple[int, str, str], entry: _Entry) -> None:
         group = self._groups.get(key)
         if group is not None and entry in group.waiting:  # not taken into a run yet: drop it
             group.waiting.remove(entry)
@@ -139,15 +142,16 @@ class LocalRuns:
             del group.waiting[: len(batch)]
             if group.waiting:  # the rest waits behind the other lists (fair across budgets)
                 self._groups[key] = group
-            await self._run(group.orch, batch, group.budget)
+            await self._run(group, batch)
 
-    async def _run(self, orch: Any, batch: list[_Entry], budget: Any) -> None:
+    async def _run(self, group: _Group, batch: list[_Entry]) -> None:
         batch = [e for e in batch if not e.future.done()]  # a client that left during a split rerun
         if not batch:
             return
         self.runs += 1
+        extra = {"sampling": group.sampling} if group.sampling is not None else {}
         try:
-            results = await orch.arun([e.question for e in batch], budget=budget, **_streams(batch))
+            results = await group.orch.arun([e.question for e in batch], budget=group.budget, **extra, **_streams(batch))
         except asyncio.CancelledError:  # the gateway is shutting down
             _settle(batch, ExpertmixError("the gateway stopped before this request's run finished",
                                           hint="send it again"))
@@ -159,8 +163,8 @@ class LocalRuns:
                 _settle(batch, exc)
                 return
             half = len(batch) // 2
-            await self._run(orch, batch[:half], budget)
-            await self._run(orch, batch[half:], budget)
+            await self._run(group, batch[:half])
+            await self._run(group, batch[half:])
         else:
             by_id = {r.id: r for r in results}
             for e in batch:

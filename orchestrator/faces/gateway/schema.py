@@ -1,33 +1,26 @@
 """The wire format: OpenAI chat-completion requests in, ``chat.completion`` objects out.
 
-Every message's text is checked before anything is queued: a lone UTF-16 surrogate or a control
-character (other than tab, newline, carriage return) is something no tokenizer takes, so it is a
-400 naming the message and position, never a failure inside a batch shared with other requests.
+Every message's text is checked before anything is queued, with the same check as every question
+(:func:`orchestrator.core.check_question`: a lone UTF-16 surrogate or a NUL is something no
+tokenizer takes), so it is a 400 naming the message and position, never a failure inside a batch
+shared with other requests.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.core import Budget, Result
+from orchestrator.core import Budget, Result, check_question
 from orchestrator.errors import InputError
+from orchestrator.faces.overrides import SamplingOverride
 
 DEFAULT_MODEL_ALIAS = "expertmix"  # the `model` value that means "this gateway's default pipeline"
 MAX_MODEL_CHARS = 256
-_UNTOKENIZABLE = re.compile("[\ud800-\udfff\x00-\x08\x0b\x0c\x0e-\x1f]")
-
-
-def untokenizable(text: str) -> str | None:
-    """A one-line reason when ``text`` holds what no tokenizer takes, else None."""
-    bad = _UNTOKENIZABLE.search(text)
-    if bad is None:
-        return None
-    kind = "a lone UTF-16 surrogate" if "\ud800" <= bad.group() <= "\udfff" else "a control character"
-    return f"character {bad.start()} is {kind} (U+{ord(bad.group()):04X}), which no model can read"
+MAX_CHOICES = 8  # `n` at most
+EXPERT_PREFIX = "expert/"  # `model: expert/NAME` asks one expert directly, no routing
 
 
 class ChatMessage(BaseModel):
@@ -36,15 +29,6 @@ class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: str
     content: str | list[dict[str, Any]] | None = None
-
-    @field_validator("content")
-    @classmethod
-    def _readable(cls, content: Any) -> Any:
-        for text in _texts(content):
-            reason = untokenizable(text)
-            if reason:
-                raise ValueError(f"{reason} (fix: remove it or escape it as text)")
-        return content
 
     def text(self) -> str:
         """The message's text (content parts of type ``text`` joined by newlines)."""
@@ -60,14 +44,72 @@ def _texts(content: Any) -> list[str]:
 
 
 class ChatCompletionRequest(BaseModel):
-    """The fields the gateway reads; other OpenAI fields are accepted and ignored."""
+    """The OpenAI fields the gateway honours; fields it cannot honour are refused by
+    :meth:`check_honourable` (a 400 naming the field), other unknown fields are ignored."""
 
     model_config = ConfigDict(extra="allow")
     model: str = Field(default=DEFAULT_MODEL_ALIAS, max_length=MAX_MODEL_CHARS)
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = Field(default=1, ge=1, le=MAX_CHOICES)
     stream: bool = False
+    stream_options: dict[str, Any] | None = None
     expertmix_budget: Budget | None = None
+
+    def check_honourable(self) -> None:
+        """Refuse, naming the field, what the gateway would otherwise silently ignore."""
+        extra = self.model_extra or {}
+        for field, default in _UNHONOURED.items():
+            value = extra.get(field)
+            if value is not None and value != default and value not in ([], {}):
+                raise _field_error(field, f"`{field}` is not supported by the expertmix gateway",
+                                   "remove it (expertmix answers with text only)")
+        fmt = extra.get("response_format")
+        if isinstance(fmt, dict) and fmt.get("type", "text") != "text":
+            raise _field_error("response_format", f"response_format type {fmt.get('type')!r} is not supported",
+                               'remove it or use {"type": "text"}')
+        stops = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
+        if len(stops) > 4 or any(not s for s in stops):
+            raise _field_error("stop", "`stop` takes at most 4 non-empty strings", "send 1-4 stop strings")
+
+    def sampling(self) -> SamplingOverride | None:
+        """The request's sampling settings for every model call of its run (None: the pipeline's own)."""
+        caps = [c for c in (self.max_tokens, self.max_completion_tokens) if c is not None]
+        stop = [self.stop] if isinstance(self.stop, str) else self.stop
+        override = SamplingOverride(temperature=self.temperature, top_p=self.top_p, seed=self.seed, stop=stop,
+                                    max_tokens=min(caps) if caps else None)
+        return override if override.key() != "{}" else None
+
+
+# OpenAI fields with no expertmix meaning; their default (or absence) is fine, anything else is a 400.
+_UNHONOURED: dict[str, Any] = {"presence_penalty": 0, "frequency_penalty": 0, "logit_bias": None,
+                               "logprobs": False, "top_logprobs": None, "tools": None, "functions": None,
+                               "tool_choice": "none", "function_call": "none", "audio": None,
+                               "prediction": None, "modalities": ["text"]}
+
+
+def _field_error(field: str, message: str, fix: str) -> InputError:
+    exc = InputError(f"{field}: {message}", hint=fix)
+    exc.param = field
+    return exc
+
+
+def check_messages(messages: list[ChatMessage]) -> None:
+    """Every non-empty message must be text a model can read (400 naming ``messages.N.content``)."""
+    for i, msg in enumerate(messages):
+        text = msg.text()
+        if text.strip():
+            where = f"messages.{i}.content"
+            try:
+                check_question(text, where=where)
+            except InputError as exc:
+                exc.param = where
+                raise
 
 
 def last_user_message(messages: list[ChatMessage]) -> str:
@@ -80,24 +122,28 @@ def last_user_message(messages: list[ChatMessage]) -> str:
 
 
 def usage_of(result: Result) -> dict[str, int]:
-    """Prompt and completion tokens over every model call that made ``result``."""
-    trace = result.trace
-    prompt = getattr(trace, "prompt_tokens", None)
-    completion = getattr(trace, "completion_tokens", None)
-    if prompt is None or completion is None:  # an older trace: expert answers only
-        prompt, completion = 0, sum(a.completion_tokens for a in trace.answers)
+    """Prompt and completion tokens over every model call that made ``result`` (the trace's
+    totals; ``trace.steps`` has them per node)."""
+    prompt, completion = result.trace.prompt_tokens, result.trace.completion_tokens
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def chat_completion(result: Result, *, request_id: str, model: str) -> dict[str, Any]:
-    """A ``chat.completion`` object for ``result``, with the trace under ``expertmix``."""
+def chat_completion(results: Result | list[Result], *, request_id: str, model: str) -> dict[str, Any]:
+    """A ``chat.completion`` object with one choice per result (``n``), the first one's trace
+    under ``expertmix``, and usage summed over every model call of every choice."""
+    results = results if isinstance(results, list) else [results]
+    usages = [usage_of(r) for r in results]
+    usage = {k: sum(u[k] for u in usages) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    trace = results[0].model_dump(mode="json", exclude={"answer"})
+    if len(results) > 1:
+        trace["choices"] = [r.model_dump(mode="json", exclude={"answer", "question"}) for r in results[1:]]
     return {
         "id": request_id,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": result.answer},
-                     "finish_reason": "stop", "logprobs": None}],
-        "usage": usage_of(result),
-        "expertmix": result.model_dump(mode="json", exclude={"answer"}),
+        "choices": [{"index": i, "message": {"role": "assistant", "content": r.answer},
+                     "finish_reason": "stop", "logprobs": None} for i, r in enumerate(results)],
+        "usage": usage,
+        "expertmix": trace,
     }

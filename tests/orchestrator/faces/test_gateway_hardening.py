@@ -96,8 +96,8 @@ def test_sixty_concurrent_requests_with_six_poisoned_fail_only_the_poisoned():
 
 @pytest.mark.parametrize("content, where", [
     ("What is \ud800 2 + 2?", "lone UTF-16 surrogate"),
-    ("What is \x00 2 + 2?", "control character"),
-    ([{"type": "text", "text": "bell \x07"}], "control character"),
+    ("What is \x00 2 + 2?", "NUL character"),
+    ([{"type": "text", "text": "nul \x00 in a content part"}], "NUL character"),
 ])
 def test_text_no_model_can_take_is_400_before_any_batch(content, where):
     dispatcher = FakeDispatcher()
