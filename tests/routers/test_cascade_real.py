@@ -43,7 +43,8 @@ def test_cascade_heldout_accuracy_and_minilm_share(cascade, heldout_prompts):
     m = classification_metrics(list(truth), cascade.categories_from_probs(probs))
     assert m["accuracy"] >= 0.85, m  # measured 0.881
     assert m["macro_f1"] >= 0.85, m  # measured 0.886
-    assert 0.0 < rerouted.mean() <= 0.30  # measured 0.119: only the unsure ones pay for MiniLM
+    share = rerouted.count("minilm") / len(rerouted)
+    assert 0.0 < share <= 0.30  # measured 0.119: only the unsure ones pay for MiniLM
 
 
 def test_cascade_benchmark_split_sample(cascade):
