@@ -36,10 +36,23 @@ _UNTOKENIZABLE = re.compile("[\ud800-\udfff\x00]")
 
 
 class Question(BaseModel):
-    """One question of a run. ``id`` is stable across resumes and redeliveries."""
+    """One question of a run. ``id`` is stable across resumes and redeliveries.
+
+    ``context`` is the conversation before the question (a chat request's system messages and
+    earlier turns, oldest first, as ``{"role", "content"}`` with role system, user or assistant):
+    experts receive it, cut from the oldest turn to fit each model's context window
+    (:func:`orchestrator.prompts.build_request`); routers read :meth:`routing_text`.
+    """
 
     id: str
     text: str
+    context: list[dict[str, str]] = Field(default_factory=list)
+
+    def routing_text(self) -> str:
+        """What a router reads: the question first, then the earlier user turns (latest first)
+        as context, so a follow-up like "and in Celsius?" routes with its topic."""
+        earlier = [t["content"] for t in reversed(self.context) if t.get("role") == "user"]
+        return "\n\n".join([self.text, *earlier])
 
     @classmethod
     def make(cls, text: str, id: str | None = None) -> "Question":

@@ -156,7 +156,7 @@ class ExpertsNode(Node):
         sampling: Sampling = expert.sampling.model_copy(update=update)
         text = references_prompt(q.text, [a.text for a in refs]) if refs else q.text
         return expert_request(ctx.key(q.id, "expert", expert_name), expert, ctx.registry.model(expert.model),
-                              text, sampling=sampling)
+                              text, sampling=sampling, context=q.context)
 
 
 @NODE_TYPES.register("aggregator")

@@ -69,22 +69,62 @@ def fit_to_context(key: str, model: ModelSpec, system: str | None, user: str, sa
 
 
 def build_request(
-    key: str, model: ModelSpec, system: str | None, user: str, sampling: Sampling
+    key: str, model: ModelSpec, system: str | None, user: str, sampling: Sampling,
+    context: list[dict[str, str]] | tuple = (),
 ) -> GenerationRequest:
     """A request in the style the model needs (chat messages or a completion prompt), cut to fit
-    the model's context window when the user turn is too long (see the module docstring)."""
-    user = fit_to_context(key, model, system, user, sampling)
+    the model's context window when the user turn is too long (see the module docstring).
+
+    ``context`` is the conversation before ``user`` (:attr:`orchestrator.core.Question.context`):
+    its system messages follow ``system`` (the role prompt) in the one system message, and its
+    turns come before ``user``, the oldest dropped first when they do not all fit.
+    """
+    system = "\n\n".join(x for x in (system, *(t["content"] for t in context if t["role"] == "system")) if x) or None
+    turns = fit_turns(key, model, system, [t for t in context if t["role"] in ("user", "assistant")], user, sampling)
+    user = fit_to_context(key, model, _with_turns(system, turns, model.chat), user, sampling)
     if model.chat:
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+        messages = ([{"role": "system", "content": system}] if system else []) + turns + [{"role": "user", "content": user}]
         return GenerationRequest(key=key, model=model.name, messages=messages, sampling=sampling)
-    return GenerationRequest(key=key, model=model.name, prompt=completion_prompt(system, user), sampling=sampling)
+    return GenerationRequest(key=key, model=model.name, prompt=completion_prompt(_with_turns(system, turns, False), user),
+                             sampling=sampling)
+
+
+def fit_turns(key: str, model: ModelSpec, system: str | None, turns: list[dict[str, str]], user: str,
+              sampling: Sampling) -> list[dict[str, str]]:
+    """The latest of ``turns`` that fit ``model``'s window beside the system prompt and ``user``
+    (the oldest go first; a warning says how many were dropped)."""
+    room = model.max_model_len - sampling.max_tokens - TEMPLATE_TOKENS - estimate_tokens(system or "") \
+        - min(estimate_tokens(user), MIN_USER_TOKENS * 4)
+    kept: list[dict[str, str]] = []
+    for turn in reversed(turns):
+        room -= estimate_tokens(turn["content"]) + 4
+        if room < 0:
+            break
+        kept.insert(0, {"role": turn["role"], "content": turn["content"]})
+    if len(kept) < len(turns):
+        log.warning("%s: %d of %d earlier turns dropped (oldest first) to fit %s's %d-token context",
+                    key, len(turns) - len(kept), len(turns), model.name, model.max_model_len)
+    return kept
+
+
+def _with_turns(system: str | None, turns: list[dict[str, str]], chat: bool) -> str | None:
+    """The system text plus, for a base model, the conversation rendered as text (also what
+    :func:`fit_to_context` must count besides the user turn)."""
+    if not turns:
+        return system
+    rendered = "\n".join(f"{t['role'].capitalize()}: {t['content'].strip()}" for t in turns)
+    if chat:  # chat turns are separate messages; only their size matters here
+        return "\n\n".join(x for x in (system, rendered) if x)
+    return "\n\n".join(x for x in (system, f"Conversation so far:\n{rendered}") if x)
 
 
 def expert_request(
-    key: str, expert: ExpertSpec, model: ModelSpec, question: str, *, sampling: Sampling | None = None
+    key: str, expert: ExpertSpec, model: ModelSpec, question: str, *, sampling: Sampling | None = None,
+    context: list[dict[str, str]] | tuple = (),
 ) -> GenerationRequest:
-    """How ``expert`` is asked ``question`` (its system prompt and sampling defaults)."""
-    return build_request(key, model, expert.system_prompt, question, sampling or expert.sampling)
+    """How ``expert`` is asked ``question`` (its system prompt and sampling defaults), after the
+    conversation ``context`` when there is one."""
+    return build_request(key, model, expert.system_prompt, question, sampling or expert.sampling, context)
 
 
 def strip_reasoning(text: str) -> str:

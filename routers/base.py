@@ -128,7 +128,8 @@ class BaseRouter:
 
     def route(self, questions: list[Question], ctx: RunContext) -> list[RoutingDecision]:
         """One decision per question, in order, within ``k`` and ``ctx.budget``."""
-        checked = [q if q.text == (t := check_question(q.text, where=q.id)) else q.model_copy(update={"text": t})
+        # a conversation routes on its last user turn with the earlier ones as context (Question.routing_text)
+        checked = [q if q.text == (t := check_question(q.routing_text(), where=q.id)) else q.model_copy(update={"text": t})
                    for q in questions]
         if not checked:
             return []

@@ -117,7 +117,7 @@ def _as_questions(items: Iterable[Question | str]) -> list[Question]:
     out: list[Question] = []
     for i, item in enumerate(items):
         if isinstance(item, Question):
-            out.append(Question(id=item.id, text=check_question(item.text, where=item.id)))
+            out.append(item.model_copy(update={"text": check_question(item.text, where=item.id)}))
         else:
             out.append(Question.make(item, id=f"q{i}"))
     if not out:

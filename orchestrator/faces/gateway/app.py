@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from orchestrator.core import Question, Result
+from orchestrator.core import Question, Result, check_question
 from orchestrator.errors import BackendError, ConfigError, ExpertmixError, InputError, UnknownNameError
 from orchestrator.faces.gateway import streaming
 from orchestrator.faces.gateway.errors import add_error_handlers, error_body, honest_openapi
@@ -29,7 +29,7 @@ from orchestrator.faces.gateway.schema import (
     ChatCompletionRequest,
     chat_completion,
     check_messages,
-    last_user_message,
+    conversation,
 )
 from orchestrator.faces.sdk import DEFAULT_PIPELINE, Orchestrator
 from orchestrator.pipeline import Pipeline, builtin_pipelines
@@ -183,7 +183,10 @@ class ChatService:
         """Everything that makes ``req`` a 400, before anything is queued: its question and pipeline."""
         req.check_honourable()
         check_messages(req.messages)
-        question = Question.make(last_user_message(req.messages), id=f"chatcmpl-{uuid.uuid4().hex[:24]}")
+        text, context = conversation(req.messages)
+        qid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        question = Question(id=qid, text=check_question(text, where=f"messages.{len(req.messages) - 1}.content"),
+                            context=context)
         return question, self.orchestrators.resolve(req.model)
 
     async def answer(self, req: ChatCompletionRequest, *, request_id: str, stream: Any = None) -> tuple[Result, str]:

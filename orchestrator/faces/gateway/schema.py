@@ -114,11 +114,33 @@ def check_messages(messages: list[ChatMessage]) -> None:
 
 def last_user_message(messages: list[ChatMessage]) -> str:
     """The text of the last ``user`` message (the question)."""
-    for msg in reversed(messages):
-        if msg.role == "user":
-            return msg.text()
-    raise InputError("the request has no message with role 'user'",
-                     hint='put the question in {"role": "user", "content": "..."}')
+    return conversation(messages)[0]
+
+
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+
+def conversation(messages: list[ChatMessage]) -> tuple[str, list[dict[str, str]]]:
+    """``(question, context)``: the last ``user`` message, and every message before it as
+    ``{"role": system|user|assistant, "content"}`` (``developer`` counts as system; empty
+    assistant turns are skipped). The conversation must end with that user message."""
+    last = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
+    if last is None:
+        raise InputError("the request has no message with role 'user'",
+                         hint='put the question in {"role": "user", "content": "..."}')
+    if last != len(messages) - 1:
+        raise _field_error(f"messages.{last + 1}", f"the conversation must end with a user message, "
+                           f"but message {last + 1} ({messages[last + 1].role}) follows the last one",
+                           "end the messages with the user's question")
+    context = []
+    for i, msg in enumerate(messages[:last]):
+        role = _ROLES.get(msg.role)
+        if role is None:
+            raise _field_error(f"messages.{i}.role", f"role {msg.role!r} is not supported",
+                               f"use one of: {', '.join(_ROLES)} (tool calls are not supported)")
+        if msg.text().strip():
+            context.append({"role": role, "content": msg.text()})
+    return messages[last].text(), context
 
 
 def usage_of(result: Result) -> dict[str, int]:

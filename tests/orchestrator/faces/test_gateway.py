@@ -74,7 +74,7 @@ def test_the_last_user_message_is_the_question_and_content_parts_work(client, or
     body = chat(client, messages).json()
     assert body["expertmix"]["question"] == "What is 2 + 3?"
     assert body["choices"][0]["message"]["content"] == "5"
-    assert all("first question" not in str(r.messages or r.prompt) for r in seen)
+    assert seen and all("first question" in str(r.messages or r.prompt) for r in seen)  # the conversation goes along
 
 
 def custom_pipeline() -> Pipeline:

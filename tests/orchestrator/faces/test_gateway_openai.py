@@ -154,3 +154,61 @@ def test_sampling_override_is_a_cap_and_leaves_unset_fields_alone():
     assert SamplingOverride(max_tokens=500).apply(base).max_tokens == 64
     assert SamplingOverride(max_tokens=8, top_p=0.5).apply(base) == base.model_copy(update={"max_tokens": 8, "top_p": 0.5})
     assert SamplingOverride().apply(base) is base
+
+
+# ---- conversations ---------------------------------------------------------------------------------------
+FOLLOW_UP = [{"role": "system", "content": "Answer in one sentence."},
+             {"role": "user", "content": "What is the boiling point of water in Fahrenheit?"},
+             {"role": "assistant", "content": "212 degrees Fahrenheit."},
+             {"role": "user", "content": "and in Celsius?"}]
+
+
+def test_experts_receive_the_conversation_with_the_users_system_message_after_their_role():
+    dispatcher = FakeCountingDispatcher()
+    orch = Orchestrator(ExpertRegistry.default(), Pipeline.load("ensemble-vote"), dispatcher=dispatcher)
+    with TestClient(create_app(orch, api_keys=[])) as c:
+        r = c.post("/v1/chat/completions", json={"model": "expertmix", "messages": FOLLOW_UP})
+    assert r.status_code == 200, r.text
+    assert r.json()["expertmix"]["question"] == "and in Celsius?"
+    registry = ExpertRegistry.default()
+    chat_requests = [q for q in dispatcher.requests if q.messages]
+    assert chat_requests
+    for req in chat_requests:
+        expert = registry.expert(req.key.split("/")[-1])
+        system, *turns = req.messages
+        assert system == {"role": "system", "content": f"{expert.system_prompt}\n\nAnswer in one sentence."}
+        assert turns == FOLLOW_UP[1:]
+    for req in (q for q in dispatcher.requests if q.prompt):  # base models get the conversation as text
+        assert "Conversation so far:\nUser: What is the boiling point" in req.prompt
+        assert req.prompt.rstrip().endswith("Question: and in Celsius?\nAnswer:")
+
+
+def test_the_router_reads_the_follow_up_with_the_earlier_user_turns():
+    from orchestrator.core import Question
+
+    q = Question(id="q", text="and in Celsius?", context=FOLLOW_UP[:3])
+    assert q.routing_text() == "and in Celsius?\n\nWhat is the boiling point of water in Fahrenheit?"
+
+
+def test_the_oldest_turns_are_dropped_first_to_fit_a_small_context_window():
+    from orchestrator.config import ModelSpec
+    from orchestrator.core import Sampling
+    from orchestrator.prompts import build_request
+
+    model = ModelSpec(name="tiny", backend="fake", path="tiny", max_model_len=400)
+    turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} " + "word " * 60}
+             for i in range(8)]
+    req = build_request("k", model, "You are terse.", "the question?", Sampling(max_tokens=64), turns)
+    kept = req.messages[1:-1]
+    assert 0 < len(kept) < len(turns) and kept == turns[len(turns) - len(kept):]  # the latest turns survive
+    assert req.messages[-1] == {"role": "user", "content": "the question?"}
+
+
+@pytest.mark.parametrize("messages, param", [
+    ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "prefill"}], "messages.1"),
+    ([{"role": "tool", "content": "42"}, {"role": "user", "content": "hi"}], "messages.0.role"),
+])
+def test_conversations_that_cannot_be_honoured_are_400(served, messages, param):
+    client, _ = served
+    r = client.post("/v1/chat/completions", json={"model": "expertmix", "messages": messages})
+    assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
