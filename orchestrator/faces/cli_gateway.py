@@ -45,6 +45,9 @@ def register(sub: Any) -> None:
                    help="seconds a connection may take to send a request's headers (default 10)")
     p.add_argument("--body-timeout", type=float, default=10.0,
                    help="seconds a request body may stall between reads before 408 (default 10)")
+    p.add_argument("--batch-dir", metavar="DIR",
+                   help="where batch jobs (/v1/files, /v1/batches) are kept across restarts "
+                        "(default $EXPERTMIX_BATCH_DIR or ~/.local/state/expertmix/batches)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="server log level (default info)")
@@ -70,7 +73,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     keys = api_keys_from_env()  # a bad key file fails here, before the server starts
     orch = Orchestrator.from_defaults(args.pipeline, experts=args.experts, executor=args.executor, seed=args.seed)
     app = create_app(orch, max_batch=args.max_batch, max_queue=args.max_queue,  # closes the engines at shutdown
-                     body_timeout_s=args.body_timeout, api_keys=keys)
+                     body_timeout_s=args.body_timeout, api_keys=keys, batch_dir=args.batch_dir)
     auth = f"{len(keys)} API key(s)" if keys else "no API key (open)"
     print(f"expertmix gateway on http://{args.host}:{args.port} (default pipeline {orch.pipeline.name}, "
           f"executor {args.executor}, {auth}); POST /v1/chat/completions", flush=True)

@@ -12,7 +12,8 @@ checked: a 400 before anything is queued), :mod:`.app` (routes; admission to the
 429 beyond it), :mod:`.runs` (concurrent requests merged into runs on the local engines; a
 failed merged run split so a poisoned question fails alone), :mod:`.errors` (statuses, OpenAI
 error bodies, the OpenAPI document), :mod:`.streaming` (``stream: true``: server-sent chunks),
-:mod:`.metrics` (``GET /metrics``, Prometheus).
+:mod:`.metrics` (``GET /metrics``, Prometheus), :mod:`.batches` (``/v1/files``, ``/v1/batches``:
+batch jobs kept on disk across restarts).
 
 Example::
 

@@ -19,6 +19,14 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from orchestrator.core import Question, Result, check_question
 from orchestrator.errors import BackendError, ConfigError, ExpertmixError, InputError, UnknownNameError
 from orchestrator.faces.gateway import streaming
+from orchestrator.faces.gateway.batches import (
+    BATCH_ROUTES,
+    MAX_FILE_BYTES,
+    BatchRunner,
+    BatchStore,
+    add_batch_routes,
+    default_batch_dir,
+)
 from orchestrator.faces.gateway.errors import add_error_handlers, error_body, honest_openapi
 from orchestrator.faces.gateway.http import ApiKeys, BodyLimit, RequestId
 from orchestrator.faces.gateway.metrics import GatewayMetrics
@@ -232,13 +240,14 @@ async def _until_disconnect(request: Request) -> None:
 _V1 = [400, 401, 405, 408, 413, 500, 503]
 STATUSES = {("POST", "/v1/chat/completions"): [*_V1, 429], ("GET", "/v1/models"): _V1,
             ("GET", "/healthz"): [405, 408, 413, 500, 503], ("GET", "/readyz"): [405, 408, 413, 500, 503],
-            ("GET", "/metrics"): [405, 408, 413, 500, 503]}
+            ("GET", "/metrics"): [405, 408, 413, 500, 503],
+            **{route: [400, 401, 404, 405, 408, 413, 500, 503] for route in BATCH_ROUTES}}
 
 
 def create_app(source: Orchestrator | OrchestratorFactory, *, default_pipeline: str | None = None,
                max_body_bytes: int = MAX_BODY_BYTES, max_batch: int = DEFAULT_MAX_BATCH,
                max_queue: int = DEFAULT_MAX_QUEUE, body_timeout_s: float = BODY_TIMEOUT_S,
-               api_keys: list[str] | None = None) -> FastAPI:
+               api_keys: list[str] | None = None, batch_dir: Path | str | None = None) -> FastAPI:
     """The gateway app over an orchestrator (its siblings share its engines) or a factory.
 
     ``source`` is either a ready :class:`Orchestrator` (its pipeline is the default; other
@@ -246,16 +255,21 @@ def create_app(source: Orchestrator | OrchestratorFactory, *, default_pipeline: 
     one (``default_pipeline`` names the default then). Engines are released at shutdown.
     With local engines, concurrent requests are merged into runs of up to ``max_batch`` questions;
     at most ``max_queue`` requests wait or run at once (429 beyond). ``api_keys`` defaults to
-    :func:`api_keys_from_env`; no keys means an open gateway.
+    :func:`api_keys_from_env`; no keys means an open gateway. Batch jobs live under ``batch_dir``
+    (default :func:`~orchestrator.faces.gateway.batches.default_batch_dir`).
     """
     orchestrators = PipelineOrchestrators(source, default_pipeline=default_pipeline)
     service = ChatService(orchestrators, max_batch=max_batch, max_queue=max_queue)
     metrics = GatewayMetrics(dispatcher=lambda: orchestrators.first().dispatcher,
                              queue_depth=lambda: service.local.waiting)
+    batches = BatchRunner(BatchStore(Path(batch_dir) if batch_dir else default_batch_dir()), service.answer,
+                          observer=metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        await batches.resume()  # batches a previous gateway left unfinished go on
         yield
+        await batches.stop()
         await asyncio.to_thread(orchestrators.close)
 
     app = FastAPI(title="expertmix gateway", version="0.1.0", lifespan=lifespan,
@@ -265,7 +279,8 @@ def create_app(source: Orchestrator | OrchestratorFactory, *, default_pipeline: 
     add_error_handlers(app)
     honest_openapi(app, STATUSES)
     keys = api_keys_from_env() if api_keys is None else api_keys
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, body_timeout_s=body_timeout_s, error_body=error_body)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, body_timeout_s=body_timeout_s, error_body=error_body,
+                       path_limits={"/v1/files": MAX_FILE_BYTES + 64 * 1024})  # the file plus its form fields
     app.add_middleware(ApiKeys, keys=keys, error_body=error_body,  # before reading bodies
                        env_hint=f"${API_KEY_ENV}, ${API_KEYS_ENV} or ${API_KEYS_FILE_ENV}")
     app.add_middleware(RequestId)  # every response has x-request-id
@@ -293,6 +308,8 @@ def create_app(source: Orchestrator | OrchestratorFactory, *, default_pipeline: 
             return Response(status_code=499)
         metrics.answered(work.result())
         return work.result()
+
+    add_batch_routes(app, batches)  # /v1/files, /v1/batches (batches.py)
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus_metrics() -> Response:  # Prometheus text format (metrics.py)

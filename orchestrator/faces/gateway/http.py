@@ -39,15 +39,18 @@ async def send_error(send: Callable, status: int, body: dict[str, Any], headers:
 class BodyLimit:
     """Reads the whole body up front: 413 over ``max_bytes``, 408 if a read stalls ``body_timeout_s``."""
 
-    def __init__(self, app: Any, *, max_bytes: int, body_timeout_s: float, error_body: Callable) -> None:
+    def __init__(self, app: Any, *, max_bytes: int, body_timeout_s: float, error_body: Callable,
+                 path_limits: dict[str, int] | None = None) -> None:
         self.app, self.max_bytes, self.timeout_s, self.error_body = app, max_bytes, body_timeout_s, error_body
+        self.path_limits = path_limits or {}  # e.g. batch file uploads get more than a chat request
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = self.path_limits.get(scope["path"], self.max_bytes)
         declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._too_large(send)
+        if declared.isdigit() and int(declared) > limit:
+            return await self._too_large(send, limit)
         chunks, size, more = [], 0, True
         while more:
             try:
@@ -60,8 +63,8 @@ class BodyLimit:
                 return None
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
-            if size > self.max_bytes:
-                return await self._too_large(send)
+            if size > limit:
+                return await self._too_large(send, limit)
             more = message.get("more_body", False)
         body, replayed = b"".join(chunks), False
 
@@ -74,9 +77,10 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, send: Callable) -> None:
-        message = (f"request body is larger than {self.max_bytes} bytes "
-                   f"(fix: send one conversation of at most a few thousand characters per request)")
+    async def _too_large(self, send: Callable, limit: int) -> None:
+        fix = ("split the batch file into several" if limit != self.max_bytes
+               else "send one conversation of at most a few thousand characters per request")
+        message = f"request body is larger than {limit} bytes (fix: {fix})"
         await send_error(send, 413, self.error_body(message, 413), {"connection": "close"})
 
 
