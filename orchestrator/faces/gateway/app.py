@@ -262,7 +262,7 @@ def create_app(source: Orchestrator | OrchestratorFactory, *, default_pipeline: 
     service = ChatService(orchestrators, max_batch=max_batch, max_queue=max_queue)
     metrics = GatewayMetrics(dispatcher=lambda: orchestrators.first().dispatcher,
                              queue_depth=lambda: service.local.waiting)
-    batches = BatchRunner(BatchStore(Path(batch_dir) if batch_dir else default_batch_dir()), service.answer,
+    batches = BatchRunner(BatchStore(Path(batch_dir) if batch_dir else default_batch_dir()), service.complete,
                           observer=metrics)
 
     @asynccontextmanager

@@ -12,8 +12,8 @@ default ``~/.local/state/expertmix/batches``), never only in memory: ``files/<id
 record) and ``files/<id>.jsonl`` (its bytes), ``batches/<id>.json`` (the batch record, rewritten
 atomically), ``batches/<id>.output.jsonl`` / ``.errors.jsonl`` (one line appended per finished
 request). A gateway that restarts resumes every unfinished batch and runs only the lines that
-have no result yet. Cancelling stops lines from starting, drops the answers of the lines in
-flight (their remaining model work is skipped), and keeps what was finished in the output file.
+have no result yet. Cancelling stops lines from starting and drops the answers of the lines in
+flight; what finished before stays in the output file.
 
 Limits (a 400 or 413 naming the problem): a file of at most ``MAX_FILE_BYTES`` and
 ``MAX_REQUESTS`` lines, every line valid JSON with a unique ``custom_id`` and a chat request body
@@ -38,7 +38,7 @@ from pydantic import BaseModel, ValidationError
 
 from orchestrator.errors import ExpertmixError, InputError, OverloadedError
 from orchestrator.faces.gateway.errors import error_body, status_of
-from orchestrator.faces.gateway.schema import ChatCompletionRequest, chat_completion
+from orchestrator.faces.gateway.schema import ChatCompletionRequest
 
 log = logging.getLogger("orchestrator.gateway")
 
@@ -250,29 +250,15 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 # ---- running batches -----------------------------------------------------------------------------
-AnswerFn = Callable[..., Any]  # async (req, *, request_id, stream) -> (Result, pipeline name)
-
-
-class _Cancelled:
-    """The token stream a batch's lines run with: once the batch is cancelled, their remaining
-    streamed model work is skipped (orchestrator.streaming); nothing else is read from it."""
-
-    def __init__(self, flag: asyncio.Event) -> None:
-        self.flag = flag
-
-    def update(self, question_id: str, text: str) -> None:
-        pass
-
-    def cancelled(self, question_id: str) -> bool:
-        return self.flag.is_set()
+CompleteFn = Callable[..., Any]  # async (req, *, request_id) -> chat.completion dict (the chat service)
 
 
 class BatchRunner:
     """Runs batches in the gateway's event loop, ``concurrency`` lines at a time, and resumes the
     unfinished ones when the gateway starts."""
 
-    def __init__(self, store: BatchStore, answer: AnswerFn, *, concurrency: int = 16, observer: Any = None) -> None:
-        self.store, self.answer, self.concurrency, self.observer = store, answer, concurrency, observer
+    def __init__(self, store: BatchStore, complete: CompleteFn, *, concurrency: int = 16, observer: Any = None) -> None:
+        self.store, self.complete, self.concurrency, self.observer = store, complete, concurrency, observer
         self._tasks: dict[str, asyncio.Task] = {}
         self._cancel: dict[str, asyncio.Event] = {}
 
@@ -362,7 +348,7 @@ class BatchRunner:
         entry: dict[str, Any] = {"id": f"batch_req_{uuid.uuid4().hex[:24]}", "custom_id": line["custom_id"]}
         while True:
             try:
-                result, name = await self.answer(req, request_id=request_id, stream=_Cancelled(flag))
+                body = await self.complete(req, request_id=request_id)
             except OverloadedError as exc:  # interactive traffic first: wait for room, then go on
                 await asyncio.sleep(exc.retry_after_s)
                 continue
@@ -375,9 +361,8 @@ class BatchRunner:
                 self.store.append(batch_id, "errors", entry)
                 return
             break
-        if flag.is_set():  # cancelled while it ran: its answer may be cut short, so it is not kept
+        if flag.is_set():  # cancelled while it ran: the batch ends with what was kept before the cancel
             return
-        body = chat_completion(result, request_id=result.id, model=name)
         if self.observer is not None:
             self.observer.answered(body)
         entry.update(response={"status_code": 200, "request_id": request_id, "body": body}, error=None)
