@@ -44,6 +44,7 @@ class FakeOpenAI:
     def __init__(self, token_delay_s: float = 0.0) -> None:
         self.token_delay_s = token_delay_s
         self.stats = {"requests": 0, "streamed": 0, "closed_early": 0}
+        self.received: list[dict[str, Any]] = []  # every request body, in arrival order
         self.port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"])])
@@ -66,6 +67,7 @@ class FakeOpenAI:
     async def _chat(self, request: Request) -> Any:
         body = await request.json()
         self.stats["requests"] += 1
+        self.received.append(body)
         model = body.get("model", "fake")
         text = fake_answer(model, body.get("messages", []))
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))

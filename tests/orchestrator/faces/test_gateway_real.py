@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,8 +19,8 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-EXPERTMIX = ROOT / ".venv" / "bin" / "expertmix"
+ROOT = Path(__file__).resolve().parents[3]
+SERVE = [sys.executable, "-m", "orchestrator.faces.cli", "serve"]  # this checkout's code, run from ROOT
 START_TIMEOUT_S = 120
 ANSWER_TIMEOUT_S = 900  # one engine start + one batch; minutes on a busy 2-core machine
 
@@ -63,7 +64,7 @@ def gateway(models_ready, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     env.pop("EXPERTMIX_GATEWAY_API_KEY", None)
     with log_path.open("w") as log:
-        proc = subprocess.Popen([str(EXPERTMIX), "serve", "--port", str(port), "--pipeline", "ensemble-vote"],
+        proc = subprocess.Popen([*SERVE, "--port", str(port), "--pipeline", "ensemble-vote"],
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -99,3 +100,60 @@ def test_served_question_gets_a_real_answer_with_trace(gateway):
     assert trace["model_loads"] == 1  # the engine loaded once, on this first request
     ready = httpx.get(f"{gateway}/readyz", timeout=10).json()
     assert ready["ready"] and ready["resident_models"] == ["smollm2-135m"]
+
+
+# ---- a poisoned question fails alone on a real engine (shared pool: no engine of its own) ----------
+def test_a_poisoned_question_fails_alone_on_a_real_engine(real_pool, tmp_path):
+    """Over HTTP, unreadable text is a 400 before any batch; a poisoned question built past the
+    gateway's checks (a lone surrogate, which SmolLM2's tokenizer refuses) fails only its own request
+    of a merged run on the real engine, and `expertmix run` writes its error line and answers the rest."""
+    import asyncio
+    import json
+
+    from orchestrator.config import ExpertRegistry
+    from orchestrator.core import Budget, Question
+    from orchestrator.faces.gateway import create_app
+    from orchestrator.faces.runfile import run_file
+    from orchestrator.faces.sdk import Orchestrator
+    from orchestrator.pipeline import Pipeline
+    from workers.dispatch import LocalDispatcher
+
+    orch = Orchestrator(ExpertRegistry.default(), Pipeline.load("ensemble-vote"), dispatcher=LocalDispatcher(real_pool))
+    app = create_app(orch)
+    budget = {"max_cost": 1.0}  # SmolLM2 experts only
+    good = ["What is 2 + 2?", "Name the largest planet."]
+
+    async def over_http():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw", timeout=ANSWER_TIMEOUT_S) as c:
+            def post(text: str):
+                payload = {"model": "expertmix", "messages": [{"role": "user", "content": text}],
+                           "expertmix_budget": budget}
+                return c.post("/v1/chat/completions", content=json.dumps(payload),
+                              headers={"content-type": "application/json"})
+            return await asyncio.gather(*(post(t) for t in [*good, "What is \ud800 3 + 3?"]))
+
+    *answered, refused = asyncio.run(over_http())
+    assert refused.status_code == 400 and "surrogate" in refused.json()["error"]["message"]
+    for r in answered:
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["message"]["content"].strip()
+
+    async def merged_run_with_a_poison():
+        poison = Question(id="poison", text="What is \ud800 3 + 3?")  # built past the checks on purpose
+        asks = [app.state.chat.local.ask(orch, q, Budget(**budget))
+                for q in [Question.make(good[0], id="g0"), poison, Question.make(good[1], id="g1")]]
+        return await asyncio.gather(*asks, return_exceptions=True)
+
+    g0, bad, g1 = asyncio.run(merged_run_with_a_poison())
+    assert g0.status == g1.status == "ok" and g0.answer.strip() and g1.answer.strip()
+    assert isinstance(bad, Exception) or bad.status == "error"
+
+    qfile, out = tmp_path / "q.jsonl", tmp_path / "a.jsonl"
+    lines = [{"id": "g0", "question": good[0]}, {"id": "bad", "question": "What is \ud800 3 + 3?"},
+             {"id": "g1", "question": good[1]}]
+    qfile.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    summary = run_file(orch, qfile, out, budget=budget, progress=False)
+    rows = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert summary["failed"] == 1 and rows["bad"]["status"] == "error" and "surrogate" in rows["bad"]["error"]
+    assert rows["g0"]["status"] == rows["g1"]["status"] == "ok" and rows["g0"]["answer"].strip()
