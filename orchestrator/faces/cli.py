@@ -60,6 +60,9 @@ def _add_ask(sub: Any) -> None:
     p = sub.add_parser("ask", help="answer one question and show the trace")
     p.add_argument("question")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--server", metavar="URL",
+                   help="ask a running gateway (`expertmix serve`) instead of starting engines here; "
+                        "default $EXPERTMIX_SERVER. --pipeline names one of its pipelines (or expert/NAME)")
     add_pipeline_options(p)
     p.set_defaults(func=cmd_ask)
 
@@ -90,9 +93,15 @@ def budget_of(args: argparse.Namespace) -> dict[str, Any] | None:
 def cmd_ask(args: argparse.Namespace) -> int:
     from orchestrator.core import check_question
 
+    from orchestrator.faces.remote import ask_server, server_url
+
     check_question(args.question)  # fail before any model loads
-    with make_orchestrator(args, progress=not args.json) as orch:
-        result = orch.ask(args.question, budget=budget_of(args))
+    url = server_url(args.server)
+    if url:  # warm engines elsewhere: no engine start here
+        result = ask_server(url, args.question, model=args.pipeline, budget=budget_of(args))
+    else:
+        with make_orchestrator(args, progress=not args.json) as orch:
+            result = orch.ask(args.question, budget=budget_of(args))
     if args.json:
         print(result.model_dump_json(indent=2))
     else:

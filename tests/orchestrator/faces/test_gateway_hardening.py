@@ -362,3 +362,27 @@ def test_openapi_declares_every_error_status_with_the_openai_error_schema():
     assert ref == "#/components/schemas/ErrorResponse"
     assert "Retry-After" in chat["429"]["headers"]
     assert set(doc["components"]["schemas"]["ErrorDetail"]["properties"]) >= {"message", "type", "code"}
+
+
+# ---- expertmix ask --server ------------------------------------------------------------------------------
+def test_ask_with_server_answers_through_a_running_gateway(capsys, monkeypatch):
+    import json as _json
+
+    from orchestrator.faces import cli
+
+    dispatcher = FakeDispatcher()
+    with serving(create_app(make_orch(dispatcher), api_keys=[])) as (host, port):
+        assert cli.main(["ask", "What is 12 * 7?", "--server", f"http://{host}:{port}", "--pipeline",
+                         "ensemble-vote", "--json"]) == 0
+        result = _json.loads(capsys.readouterr().out)
+        assert result["answer"] == "84" and result["trace"]["pipeline"] == "ensemble-vote"
+        monkeypatch.setenv("EXPERTMIX_SERVER", f"http://{host}:{port}")
+        assert cli.main(["ask", "What is 12 * 7?", "--pipeline", "gpt-4o"]) == 2
+        err = capsys.readouterr().err
+        assert "answered 400" in err and "unknown pipeline 'gpt-4o'" in err and "\n" not in err.strip()
+    assert dispatcher.batches  # the gateway's engines answered, none started here
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    assert cli.main(["ask", "hi there?", "--server", f"http://127.0.0.1:{dead}"]) == 5
+    assert "cannot reach the gateway" in capsys.readouterr().err
