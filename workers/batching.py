@@ -103,7 +103,16 @@ def run_batch(
     )
     todo = _without_results(store, batch)
     t0 = time.perf_counter()
-    completions = generate(model, todo) if todo else []
+    streamed = store.streamed([q.key for q in todo]) if todo else set()
+    if streamed:  # a gateway streams some of these: publish their text as it is generated
+        def on_delta(key: str, delta: str) -> bool:
+            if key in streamed:
+                store.publish_delta(key, delta)
+            return True
+
+        completions = generate(model, todo, on_delta)
+    else:
+        completions = generate(model, todo) if todo else []
     summary.seconds = round(time.perf_counter() - t0, 3)
     summary.generated = len(completions)
     summary.written = store.store_completions(completions)

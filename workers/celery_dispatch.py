@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -37,7 +38,14 @@ log = logging.getLogger(__name__)
 
 
 class CeleryDispatcher:
-    """A :class:`~workers.dispatch.Dispatcher` that sends each model's group to its queue."""
+    """A :class:`~workers.dispatch.Dispatcher` that sends each model's group to its queue.
+
+    With ``on_delta`` (token streaming), the requests are marked in Redis before they are queued;
+    the worker generating them publishes their text deltas on the run's channel, which
+    :meth:`wait` reads between its polls for the finished answers.
+    """
+
+    streams = True  # takes on_delta (orchestrator.streaming)
 
     def __init__(
         self,
@@ -66,16 +74,23 @@ class CeleryDispatcher:
 
     # ---- Dispatcher protocol -----------------------------------------------------------
     def run_batches(
-        self, groups: dict[str, list[GenerationRequest]], *, label: str = "experts", progress: bool = False
+        self, groups: dict[str, list[GenerationRequest]], *, label: str = "experts", progress: bool = False,
+        on_delta: Any = None,
     ) -> dict[str, Completion]:
-        """Answers for every request of ``groups``, keyed by request key."""
+        """Answers for every request of ``groups``, keyed by request key (``on_delta(key, text)``
+        gets the text deltas the workers publish while they generate)."""
         groups = {m: g for m, g in groups.items() if g}
         if not groups:
             return {}
         self._check_models(list(groups))
         require_live(self.store, list(groups), ttl_s=self.settings.worker_ttl_s)
-        self.submit(groups)
-        return self.wait(groups, label=label, progress=progress)
+        deltas = _Deltas(self.store, groups, on_delta) if on_delta is not None else None
+        try:
+            self.submit(groups)
+            return self.wait(groups, label=label, progress=progress, deltas=deltas)
+        finally:
+            if deltas is not None:
+                deltas.close()
 
     def model_loads(self) -> dict[str, int]:
         """Loads the live workers serving this dispatcher's models did (they load once, at start)."""
@@ -111,7 +126,8 @@ class CeleryDispatcher:
         return sent
 
     def wait(
-        self, groups: dict[str, list[GenerationRequest]], *, label: str = "experts", progress: bool = False
+        self, groups: dict[str, list[GenerationRequest]], *, label: str = "experts", progress: bool = False,
+        deltas: "_Deltas | None" = None,
     ) -> dict[str, Completion]:
         """Poll Redis until every request has an answer; raise on failures or a fleet that is gone."""
         model_of = {q.key: m for m, g in groups.items() for q in g}
@@ -132,7 +148,10 @@ class CeleryDispatcher:
                 bar.update(len(got))
                 if outstanding:
                     _check_deadline(deadline, outstanding, self.settings)
-                    time.sleep(self.settings.poll_s)
+                    if deltas is not None:
+                        deltas.pump(self.settings.poll_s)  # waits on the channel instead of sleeping
+                    else:
+                        time.sleep(self.settings.poll_s)
         return out
 
     # ---- internals ------------------------------------------------------------------------
@@ -169,6 +188,34 @@ class CeleryDispatcher:
                     f"{len(errors)} request(s) of run {run} failed for good, e.g. {key}: {why}",
                     hint=f"see `expertmix jobs failed`; fix the cause, then `expertmix jobs resume {run}`",
                 )
+
+
+class _Deltas:
+    """The run channels of a streamed call: subscribed before the requests are queued (pub/sub
+    keeps nothing for late subscribers), read between polls. A lost message costs nothing but
+    smoothness: the finished answer is the whole text and is sent once it is stored."""
+
+    def __init__(self, store: FleetStore, groups: dict[str, list[GenerationRequest]], on_delta: Any) -> None:
+        keys = [q.key for g in groups.values() for q in g]
+        self.on_delta = on_delta
+        self.pubsub = store.r.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(*sorted({store.stream_channel(run) for run in _group_runs(keys)}))
+        store.mark_streamed(keys)
+
+    def pump(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            message = self.pubsub.get_message(timeout=left)
+            if message is None:
+                continue
+            item = json.loads(message["data"])
+            self.on_delta(item["key"], item["delta"])
+
+    def close(self) -> None:
+        try:
+            self.pubsub.close()
+        except Exception as exc:  # closing a dead connection must not mask the run's own outcome
+            log.debug("closing the stream subscription failed: %s", exc)
 
 
 class _LivenessWatch:

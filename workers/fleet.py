@@ -149,13 +149,13 @@ class WorkerRuntime:
         log.info("worker %s serving %s", self.worker_id, ", ".join(self.models))
         return self
 
-    def generate(self, model: str, requests: list[GenerationRequest]) -> list[Completion]:
-        """One backend call for the batch on the resident engine."""
+    def generate(self, model: str, requests: list[GenerationRequest], on_delta: Any = None) -> list[Completion]:
+        """One backend call for the batch on the resident engine (``on_delta``: token streaming)."""
         if model not in self.models:
             raise DispatchError(f"worker {self.worker_id} does not serve model {model!r}",
                                 hint=f"it serves {', '.join(self.models)}; check the queue routing")
         self.batches += 1
-        return self.pool.generate(model, requests)
+        return self.pool.generate(model, requests, on_delta)
 
     def info(self) -> dict[str, Any]:
         return {"host": socket.gethostname(), "pid": os.getpid(), "loads": dict(self.pool.loads),

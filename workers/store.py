@@ -11,6 +11,8 @@ Key layout (all under ``expertmix:``)::
     run:<run>:results      hash   key -> Completion JSON, written with HSETNX: first answer wins
     run:<run>:errors       hash   key -> why the request failed for good
     run:<run>:batches      set    batch ids that carried the run's requests
+    run:<run>:stream       set    request keys whose text deltas a dispatcher waits for
+    stream:<run>           pubsub channel: {"key", "delta"} messages while those requests generate
     runs                   zset   run -> creation time
     failed                 list   failed-for-good batch records, newest first
 
@@ -161,6 +163,29 @@ class FleetStore:
         raw = self.r.hgetall(self.k("run", run, "requests"))
         return [_parse(raw[k]) for k in sorted(raw)]
 
+    # ---- token streaming (pub/sub) ------------------------------------------------------
+    def mark_streamed(self, keys: list[str]) -> None:
+        """Ask the workers to publish these requests' text deltas as they generate them."""
+        pipe = self.r.pipeline()
+        for run, run_keys in _keys_by_run(keys).items():
+            pipe.sadd(self.k("run", run, "stream"), *run_keys)
+            pipe.expire(self.k("run", run, "stream"), self.ttl_s)
+        pipe.execute()
+
+    def streamed(self, keys: list[str]) -> set[str]:
+        """Which of ``keys`` a dispatcher waits for token by token."""
+        out: set[str] = set()
+        for run, run_keys in _keys_by_run(keys).items():
+            flags = self.r.smismember(self.k("run", run, "stream"), run_keys)
+            out.update(k for k, on in zip(run_keys, flags) if on)
+        return out
+
+    def stream_channel(self, run: str) -> str:
+        return self.k("stream", run)
+
+    def publish_delta(self, key: str, delta: str) -> None:
+        self.r.publish(self.stream_channel(self.run_of(key)), json.dumps({"key": key, "delta": delta}))
+
     # ---- batch records ------------------------------------------------------------------
     def update_batch(self, batch_id: str, **fields: Any) -> None:
         data = {k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items()}
@@ -184,6 +209,13 @@ class FleetStore:
         pipe.lpush(self.k("failed"), json.dumps(record))
         pipe.ltrim(self.k("failed"), 0, FAILED_KEEP - 1)
         pipe.execute()
+
+
+def _keys_by_run(keys: Iterable[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for key in keys:
+        out.setdefault(FleetStore.run_of(key), []).append(key)
+    return out
 
 
 def _record(req: GenerationRequest) -> str:
