@@ -73,7 +73,7 @@ def serve(port: int, args: argparse.Namespace) -> None:
                         dispatcher=FastFakeDispatcher(args.batch_ms / 1000))
     app = create_app(orch, max_queue=args.max_queue, max_batch=args.max_batch, api_keys=[])
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", access_log=False,
-                            http=guarded_protocol(header_timeout_s=2.0, max_connections=4096))
+                            http=guarded_protocol(header_timeout_s=10.0, max_connections=4096))
     uvicorn.Server(config).run()
 
 
@@ -185,7 +185,7 @@ def main() -> None:
             sampler.cancel()
 
     report = asyncio.run(run())
-    time.sleep(3)  # half-open connections time out, abandoned requests drain
+    time.sleep(11)  # half-open connections time out (10 s), abandoned requests drain
     after = httpx.post(f"{url}/v1/chat/completions", json=body("after the storm: what is 2 + 2?"), timeout=30)
     report.update(rss_before_mib=round(rss_before / 2**20, 1), rss_peak_mib=round(peak["rss"] / 2**20, 1),
                   rss_after_mib=round(proc.memory_info().rss / 2**20, 1),
