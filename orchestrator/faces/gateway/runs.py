@@ -21,6 +21,7 @@ from typing import Any
 
 from orchestrator.core import Question, Result
 from orchestrator.errors import BudgetError, ConfigError, DispatchError, ExpertmixError, OverloadedError
+from orchestrator.streaming import RunStreams
 
 # The run's fault, not one question's (a bad budget is shared by its whole group, no live
 # worker fails every question alike): splitting the batch would repeat the same failure.
@@ -175,11 +176,7 @@ class LocalRuns:
 def _streams(batch: list[_Entry]) -> dict[str, Any]:
     """``{"stream": RunStreams}`` for a run whose requests stream, else nothing (no stream argument)."""
     streams = {e.question.id: e.stream for e in batch if e.stream is not None}
-    if not streams:
-        return {}
-    from orchestrator.streaming import RunStreams
-
-    return {"stream": RunStreams(streams)}
+    return {"stream": RunStreams(streams)} if streams else {}
 
 
 def _settle(batch: list[_Entry], exc: BaseException) -> None:

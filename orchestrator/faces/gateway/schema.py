@@ -67,15 +67,15 @@ class ChatCompletionRequest(BaseModel):
         for field, default in _UNHONOURED.items():
             value = extra.get(field)
             if value is not None and value != default and value not in ([], {}):
-                raise _field_error(field, f"`{field}` is not supported by the expertmix gateway",
+                raise field_error(field, f"`{field}` is not supported by the expertmix gateway",
                                    "remove it (expertmix answers with text only)")
         fmt = extra.get("response_format")
         if isinstance(fmt, dict) and fmt.get("type", "text") != "text":
-            raise _field_error("response_format", f"response_format type {fmt.get('type')!r} is not supported",
+            raise field_error("response_format", f"response_format type {fmt.get('type')!r} is not supported",
                                'remove it or use {"type": "text"}')
         stops = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
         if len(stops) > 4 or any(not s for s in stops):
-            raise _field_error("stop", "`stop` takes at most 4 non-empty strings", "send 1-4 stop strings")
+            raise field_error("stop", "`stop` takes at most 4 non-empty strings", "send 1-4 stop strings")
 
     def sampling(self) -> SamplingOverride | None:
         """The request's sampling settings for every model call of its run (None: the pipeline's own)."""
@@ -93,7 +93,7 @@ _UNHONOURED: dict[str, Any] = {"presence_penalty": 0, "frequency_penalty": 0, "l
                                "prediction": None, "modalities": ["text"]}
 
 
-def _field_error(field: str, message: str, fix: str) -> InputError:
+def field_error(field: str, message: str, fix: str) -> InputError:
     exc = InputError(f"{field}: {message}", hint=fix)
     exc.param = field
     return exc
@@ -129,14 +129,14 @@ def conversation(messages: list[ChatMessage]) -> tuple[str, list[dict[str, str]]
         raise InputError("the request has no message with role 'user'",
                          hint='put the question in {"role": "user", "content": "..."}')
     if last != len(messages) - 1:
-        raise _field_error(f"messages.{last + 1}", f"the conversation must end with a user message, "
+        raise field_error(f"messages.{last + 1}", f"the conversation must end with a user message, "
                            f"but message {last + 1} ({messages[last + 1].role}) follows the last one",
                            "end the messages with the user's question")
     context = []
     for i, msg in enumerate(messages[:last]):
         role = _ROLES.get(msg.role)
         if role is None:
-            raise _field_error(f"messages.{i}.role", f"role {msg.role!r} is not supported",
+            raise field_error(f"messages.{i}.role", f"role {msg.role!r} is not supported",
                                f"use one of: {', '.join(_ROLES)} (tool calls are not supported)")
         if msg.text().strip():
             context.append({"role": role, "content": msg.text()})

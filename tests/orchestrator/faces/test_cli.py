@@ -91,3 +91,10 @@ def test_build_parser_has_the_core_commands():
     parser = cli.build_parser()
     choices = parser._subparsers._group_actions[0].choices
     assert {"ask", "run", "pipelines"} <= set(choices)
+
+
+@pytest.mark.parametrize("command", [["ask", "hi"], ["serve", "--port", "0"]])
+def test_a_directory_as_experts_is_a_one_line_error(tmp_path, capsys, command):
+    assert cli.main([*command, "--experts", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a directory" in err and "\n" not in err and "Traceback" not in err

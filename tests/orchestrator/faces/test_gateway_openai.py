@@ -212,3 +212,10 @@ def test_conversations_that_cannot_be_honoured_are_400(served, messages, param):
     client, _ = served
     r = client.post("/v1/chat/completions", json={"model": "expertmix", "messages": messages})
     assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+
+
+def test_n_above_one_with_stream_is_a_400(served):
+    client, dispatcher = served
+    r = chat(client, n=2, stream=True)
+    assert r.status_code == 400 and "`n` > 1 cannot be streamed" in r.json()["error"]["message"]
+    assert dispatcher.requests == []
