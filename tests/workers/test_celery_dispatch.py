@@ -152,6 +152,8 @@ def test_liveness_helpers(store):
 def test_jobs_show_unknown_run_lists_known_ones(store):
     worker = FakeWorker(store)
     _dispatcher(store, worker).run_batches({MODEL: _reqs("known", 1)})
+    for t in worker.threads:  # the answer is stored before the batch record says done
+        t.join()
     with pytest.raises(UnknownNameError, match="known"):
         jobs.show_run(store, "missing")
     shown = jobs.show_run(store, "known")
