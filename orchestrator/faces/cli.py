@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "orchestrator.faces.cli_pipelines",
     "orchestrator.faces.cli_gateway",
     "orchestrator.faces.cli_eval",
+    "orchestrator.faces.cli_fuse",
 )
 
 
