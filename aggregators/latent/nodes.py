@@ -61,12 +61,15 @@ class _FusionNode(Node):
             results = runner(jobs, label=self.name, progress=ctx.progress)
         by_key = {r.key: r for r in results}
         final = []
-        for job in jobs:
+        for q, job in zip(questions, jobs):
             r = by_key[job.key]
             members = ", ".join(f"{m.expert}({m.model})" for m in job.members)
             weights = f" weights {[round(w, 3) for w in r.weights]}" if r.weights else ""
-            final.append(Aggregated(answer=r.text, aggregator=self.type_name, model=r.model,
-                                    notes=[f"{self.type_name}: group {members}{weights}", *r.notes]))
+            f = Aggregated(answer=r.text, aggregator=self.type_name, model=r.model,
+                           notes=[f"{self.type_name}: group {members}{weights}", *r.notes])
+            ctx.record(q.id, final=f.model_dump(), notes=list(f.notes), fused_decode_s=r.decode_s,
+                       forward_s=r.forward_s)
+            final.append(f)
         return {"final": final}
 
     def _members(self, ctx: RunContext, d: RoutingDecision) -> list[FusedMember]:

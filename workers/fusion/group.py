@@ -144,7 +144,8 @@ def _run_latent(job: FusedJob, registry: ExpertRegistry, lms: list) -> FusedResu
     from workers.fusion.mot_decode import latent_generate
 
     if len(lms) < 2:
-        raise ConfigError(f"latent fusion job {job.key!r} needs at least two experts on different models")
+        raise ConfigError(f"latent fusion job {job.key!r} needs at least two experts on different models",
+                          hint="give the node a trained fuser (params.fuser) or route to experts on several models")
     by_name = {lm.name: lm for lm in lms}
     if job.fuser_dir:
         fuser = LatentFuser.load(Path(job.fuser_dir).expanduser(), by_name)
