@@ -52,13 +52,33 @@ def recording() -> RecordingDispatcher:
     return disp
 
 
+FUSED = ("token_fusion", "latent_fusion")
+
+
 def fixed_routers(pipe: Pipeline) -> Pipeline:
-    """Built-ins with model-backed routers get a fixed one (routers have their own tests)."""
+    """Built-ins with model-backed routers get a fixed one (routers have their own tests); fused
+    pipelines fuse two models and latent fusion runs untrained (no fuser file in tests)."""
     data = pipe.to_dict()
+    fused = any(n["type"] in FUSED for n in data["nodes"])
     for node in data["nodes"]:
-        if node["type"] == "router" and node["params"]["router"] not in ("fixed", "keyword"):
+        if node["type"] == "router" and (fused or node["params"]["router"] not in ("fixed", "keyword")):
             node["params"] = {"router": "fixed", "experts": ["generalist", "coder"]}
+        if node["type"] == "latent_fusion":
+            node["params"] = {**node["params"], "fuser": None, "max_tokens": 12}
+        if node["type"] == "token_fusion":
+            node["params"] = {**node["params"], "max_tokens": 12}
     return Pipeline.from_dict(data)
+
+
+@pytest.fixture()
+def fake_fusion_models(monkeypatch):
+    """Fused groups run tiny random LMs (tests/workers/fusion_fakes.py) instead of the real models."""
+    import workers.fusion.lm as lm_mod
+    from tests.workers.fusion_fakes import fake_byte_bpe, fake_lm
+
+    made: dict = {}
+    monkeypatch.setattr(lm_mod, "load_lm", lambda spec, device="auto": made.setdefault(
+        spec.name, fake_lm(fake_byte_bpe(), name=spec.name, seed=len(made))))
 
 
 def run(pipe, questions=QUESTIONS):
@@ -87,6 +107,8 @@ BUILTINS = [
     ("decomp", ["input", "decompose", "router", "experts", "compose", "output"],
      {"decompose": ["q0", "q1", "q2"], "experts": ["q0/1", "q0/2", "q1/1", "q2/1"], "compose": ["q0", "q1", "q2"]},
      [None, None, None]),
+    ("token-fusion", ["input", "router", "fuse", "output"], {"fuse": ["q0", "q1", "q2"]}, [None, None, None]),
+    ("latent-fusion", ["input", "router", "fuse", "output"], {"fuse": ["q0", "q1", "q2"]}, [None, None, None]),
 ]
 
 
@@ -95,7 +117,7 @@ def test_every_builtin_has_a_shape_row():
 
 
 @pytest.mark.parametrize("name,order,through,answers", BUILTINS, ids=[b[0] for b in BUILTINS])
-def test_builtin_shapes(name, order, through, answers):
+def test_builtin_shapes(name, order, through, answers, fake_fusion_models):
     compiled = fixed_routers(Pipeline.load(name)).compile()
     assert compiled.order == order
     results, disp = run(compiled)
