@@ -20,7 +20,19 @@ from workers.backends.fake import FakeBackend
 
 pytestmark = pytest.mark.unit
 
-NODE_PARAMS = {"router": {"router": "fixed", "experts": ["generalist", "coder"]}, "aggregator": {"aggregator": "vote"}}
+NODE_PARAMS = {"router": {"router": "fixed", "experts": ["generalist", "coder"]}, "aggregator": {"aggregator": "vote"},
+               "token_fusion": {"max_tokens": 4}, "latent_fusion": {"fuser": None, "max_tokens": 4}}
+
+
+@pytest.fixture(autouse=True)
+def fake_fusion_models(monkeypatch):
+    """Fused-group nodes run tiny random LMs (tests/workers/fusion_fakes.py), not the real models."""
+    import workers.fusion.lm as lm_mod
+    from tests.workers.fusion_fakes import fake_byte_bpe, fake_lm
+
+    made: dict = {}
+    monkeypatch.setattr(lm_mod, "load_lm", lambda spec, device="auto": made.setdefault(
+        spec.name, fake_lm(fake_byte_bpe(), name=spec.name, seed=len(made))))
 
 
 def ctx() -> RunContext:

@@ -143,9 +143,9 @@ def _run_latent(job: FusedJob, registry: ExpertRegistry, lms: list) -> FusedResu
     from workers.fusion.mot import LatentFuser
     from workers.fusion.mot_decode import latent_generate
 
-    if len(lms) < 2:
-        raise ConfigError(f"latent fusion job {job.key!r} needs at least two experts on different models",
-                          hint="give the node a trained fuser (params.fuser) or route to experts on several models")
+    if len(lms) < 2 and not job.fuser_dir:   # nothing to fuse: the primary alone, and the trace says so
+        res = _run_token(job.model_copy(update={"choices": "off"}), lms)
+        return res.model_copy(update={"notes": ["latent fusion: one model routed and no trained fuser: the primary alone"]})
     by_name = {lm.name: lm for lm in lms}
     if job.fuser_dir:
         fuser = LatentFuser.load(Path(job.fuser_dir).expanduser(), by_name)
