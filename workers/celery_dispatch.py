@@ -92,6 +92,20 @@ class CeleryDispatcher:
             if deltas is not None:
                 deltas.close()
 
+    def run_fused(self, jobs: list, *, label: str = "fuse", progress: bool = False) -> list:
+        """Fused groups need ONE worker that serves all of a group's models; finding none live
+        is a clear error. Running the group on that worker is not implemented yet."""
+        for job in jobs:
+            self._check_models(job.models)
+            together = set.intersection(*(set(live_workers(self.store, m, ttl_s=self.settings.worker_ttl_s))
+                                          for m in job.models))
+            if not together:
+                raise DispatchError(
+                    f"no live worker serves all of {', '.join(job.models)} together (fused group of {job.key!r})",
+                    hint=f"start one: expertmix worker --models {','.join(job.models)}")
+        raise DispatchError("fused groups do not run on the worker fleet yet",
+                            hint="run token_fusion/latent_fusion pipelines with --executor local")
+
     def model_loads(self) -> dict[str, int]:
         """Loads the live workers serving this dispatcher's models did (they load once, at start)."""
         out: dict[str, int] = {}

@@ -47,6 +47,13 @@ class LocalDispatcher:
                 bar.update(len(groups[model]))
         return out
 
+    def run_fused(self, jobs: list, *, label: str = "fuse", progress: bool = False) -> list:
+        """Fused groups (``workers.fusion.group.FusedJob``) run here: this process holds all
+        their models (loaded by transformers, apart from the vLLM pool)."""
+        from workers.fusion.group import run_fused_jobs
+
+        return run_fused_jobs(jobs, self.pool._spec)
+
     def model_loads(self) -> dict[str, int]:
         return dict(self.pool.loads)
 

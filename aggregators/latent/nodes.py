@@ -56,7 +56,7 @@ class _FusionNode(Node):
         runner = getattr(ctx.dispatcher, "run_fused", None)
         if runner is None:
             ctx.notes.append(f"{self.name}: dispatcher {type(ctx.dispatcher).__name__} has no run_fused; fused groups ran in this process")
-            results = run_fused_jobs(jobs, ctx.registry)
+            results = run_fused_jobs(jobs, ctx.registry.model)
         else:
             results = runner(jobs, label=self.name, progress=ctx.progress)
         by_key = {r.key: r for r in results}

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 from pydantic import BaseModel, Field
 
-from orchestrator.config import ExpertRegistry
+from orchestrator.config import ModelSpec
 from orchestrator.errors import ConfigError
 
 WeightMode = Literal["router", "ppl", "uniform"]
@@ -89,19 +89,20 @@ def split_choices(text: str) -> tuple[str, list[str]] | None:
     return "\n".join(lines[:i]).strip(), options
 
 
-def run_fused_jobs(jobs: list[FusedJob], registry: ExpertRegistry) -> list[FusedResult]:
-    """Answer every job in this process (each model loads once per process, then stays)."""
-    return [_run_one(job, registry) for job in jobs]
+def run_fused_jobs(jobs: list[FusedJob], spec_of: Callable[[str], ModelSpec]) -> list[FusedResult]:
+    """Answer every job in this process (each model loads once per process, then stays);
+    ``spec_of(name)`` gives a model's spec (``registry.model``)."""
+    return [_run_one(job, spec_of) for job in jobs]
 
 
-def _run_one(job: FusedJob, registry: ExpertRegistry) -> FusedResult:
-    from workers.fusion.lm import load_lm
+def _run_one(job: FusedJob, spec_of: Callable[[str], ModelSpec]) -> FusedResult:
+    from workers.fusion import lm as lm_mod
 
     if not job.members:
         raise ConfigError(f"fused job {job.key!r} has no experts")
-    lms = [load_lm(registry.model(m.model), job.device) for m in job.members]
+    lms = [lm_mod.load_lm(spec_of(m.model), job.device) for m in job.members]
     if job.kind == "latent":
-        return _run_latent(job, registry, lms)
+        return _run_latent(job, lms)
     return _run_token(job, lms)
 
 
@@ -139,7 +140,7 @@ def _run_token(job: FusedJob, lms: list) -> FusedResult:
                        decode_s=round(out.decode_s, 4), forward_s={k: round(v, 4) for k, v in out.forward_s.items()})
 
 
-def _run_latent(job: FusedJob, registry: ExpertRegistry, lms: list) -> FusedResult:
+def _run_latent(job: FusedJob, lms: list) -> FusedResult:
     from workers.fusion.mot import LatentFuser
     from workers.fusion.mot_decode import latent_generate
 
