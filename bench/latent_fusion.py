@@ -139,6 +139,7 @@ def main() -> int:
         fuser = LatentFuser.load(args.fuser, {lm.name: lm for lm in lms})
     items = [it for t in BENCH_TASKS for it in load_mc(t, split="test", limit=args.per_task, seed=args.seed)]
     rows = mc_rows(lms, items, fuser)
+    print("multiple choice done:", json.dumps(summarise(rows, list(MODELS), [], [], [])), file=sys.stderr, flush=True)
     sub = [it for t in BENCH_TASKS for it in load_mc(t, split="test", limit=args.text_per_task, seed=args.seed)]
     text_ok, text_s = text_fusion(lms, sub, args.max_tokens) if args.text_per_task else ([], [])
     summary = summarise(rows, list(MODELS), text_ok, text_s, decode_timing(lms, args.max_tokens))
