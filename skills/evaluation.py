@@ -72,11 +72,14 @@ class System(BaseModel):
 # ---- data ---------------------------------------------------------------------------------
 def load_items(tasks: Iterable[str] = (), files: Iterable[str | Path] = (), *, split: str = "test",
                limit: int | None = None, seed: int = 0) -> list[EvalItem]:
-    """Items of built-in tasks (``split``, ``limit`` per task, seeded) and user JSONL files."""
-    out = [EvalItem(task=t, item=it) for t in tasks for it in load_task(t, split=split, limit=limit, seed=seed)]
+    """Items of built-in tasks (``split``, ``limit`` per task, seeded) and user JSONL files,
+    interleaved across tasks."""
+    groups = [[EvalItem(task=t, item=it) for it in load_task(t, split=split, limit=limit, seed=seed)] for t in tasks]
     for f in files:
         rows = read_items_jsonl(Path(f))
-        out.extend(EvalItem(task=Path(f).stem, item=it) for it in (rows[:limit] if limit else rows))
+        groups.append([EvalItem(task=Path(f).stem, item=it) for it in (rows[:limit] if limit else rows)])
+    # round-robin over tasks: every chunk mixes them, so a partial (resumable) run covers every task
+    out = [g[i] for i in range(max(map(len, groups), default=0)) for g in groups if i < len(g)]
     if not out:
         raise InputError("no items to evaluate", hint="pass --task NAME (e.g. gsm8k) or --data FILE.jsonl")
     ids = [e.item.id for e in out]
