@@ -1,24 +1,30 @@
 """Skill router (Symbolic-MoE): recruit experts by their profiles over the question's skills.
 
 Per question: extract keywords (``embedding``, fast on CPU, or ``llm``), map unknown keywords onto
-the profile vocabulary (MiniLM cosine), then
+the profile vocabulary (MiniLM cosine), score every expert, draw ``k`` experts (k = 3) in
+proportion to the weights, with replacement by default (the paper's); best-weighted first.
 
-- local(e)  = sum of e's profile over the keywords,
-- global(e) = (sum of e's whole profile, shifted positive when the minimum is < 0) ** (1/T),
-  normalised over experts (T = 0.5),
-- keep experts with local > 0 (if none, shift all local scores positive), weight = local x global,
-- draw k experts (k = 3) in proportion to weight, with replacement by default (the paper's);
-  no keywords -> k uniformly random experts.
+``scoring`` chooses how experts are scored (:mod:`skills.scoring`, :mod:`skills.learned`):
 
-Optionally (``replace_rare``), experts chosen for fewer than ``rare_fraction`` of a batch's
-questions are swapped for frequently chosen ones, so fewer models load. Draws are deterministic:
-a numpy Generator seeded from ``ctx.seed`` and the question id.
+- ``smoothed`` (default): each expert's Beta-posterior accuracy on the keywords, its prior the
+  registry's declared ``skills``/``categories`` (``prior_strength`` pseudo-answers, ``prior_lift``),
+  so a sparse or noisy profile falls back to declared expertise; weights ``softmax(score / tau)``.
+- ``learned``: P(correct | question embedding) from a kNN over the profiled questions, the same
+  prior; weights ``softmax(P / tau)``.
+- ``paper``: Symbolic-MoE exactly: local(e) = sum of e's +1/-1 profile over the keywords,
+  global(e) = (e's whole profile, shifted positive) ** (1/T), normalised (T = ``temperature``);
+  experts with local > 0 kept (if none, all shifted positive); weight = local x global.
+
+No keywords -> ``paper`` draws k experts uniformly at random; the others score on the prior
+(base accuracy). Optionally (``replace_rare``), experts chosen for fewer than ``rare_fraction`` of
+a batch's questions are swapped for frequently chosen ones, so fewer models load. Draws are
+deterministic: a numpy Generator seeded from ``ctx.seed`` and the question id.
 
 Example::
 
     >>> from routers.base import make_router
-    >>> make_router("skill", k=2).config()["k"]
-    2
+    >>> make_router("skill", k=2).config()["scoring"]
+    'smoothed'
 """
 
 from __future__ import annotations
@@ -35,9 +41,11 @@ from orchestrator.context import RunContext
 from orchestrator.errors import ConfigError
 from orchestrator.core import ExpertChoice, Question, check_question
 from routers.base import ROUTERS, RoutingDecision, apply_budget
-from skills.extract import SkillExtractor, make_extractor, stable_seed
+from skills.extract import EmbeddingSkillExtractor, SkillExtractor, make_extractor, stable_seed
 from skills.keywords import KeywordMapper
-from skills.profiles import load_profiles
+from skills.profiles import ROWS_FILE, build_profiles, load_profiles, read_rows
+from skills.scorer import SkillScorer
+from skills.scoring import softmax_weights
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +78,9 @@ def recruit_weights(local: np.ndarray, glob: np.ndarray) -> np.ndarray:
     return shift_positive(local) * glob
 
 
+SCORINGS = ("smoothed", "learned", "paper")
+
+
 @ROUTERS.register("skill")
 class SkillRouter:
     """Symbolic-MoE recruiting over expert skill profiles (see the module docstring)."""
@@ -80,33 +91,59 @@ class SkillRouter:
         self, k: int = 3, *, temperature: float = 0.5, replacement: bool = True, extractor: str = "embedding",
         extractor_model: str | None = None, profiles: str | Path | None = None, top_n: int = 3,
         threshold: float = 0.2, replace_rare: bool = False, rare_fraction: float = 0.05,
+        scoring: str = "smoothed", prior_strength: float = 8.0, prior_lift: float = 0.6, tau: float = 0.05,
+        neighbours: int = 32, knn_tau: float = 0.2,
     ) -> None:
         if k < 1:
             raise ConfigError(f"skill router: k must be >= 1, got {k}")
-        if temperature <= 0:
-            raise ConfigError(f"skill router: temperature must be > 0, got {temperature}")
+        if temperature <= 0 or tau <= 0:
+            raise ConfigError(f"skill router: temperature and tau must be > 0, got {temperature}, {tau}")
         if extractor not in ("embedding", "llm"):
             raise ConfigError(f"skill router: unknown extractor {extractor!r}", hint="use 'embedding' or 'llm'")
+        if scoring not in SCORINGS:
+            raise ConfigError(f"skill router: unknown scoring {scoring!r}", hint=f"use one of: {', '.join(SCORINGS)}")
+        if prior_strength <= 0 or not 0 <= prior_lift <= 1:
+            raise ConfigError(f"skill router: need prior_strength > 0 and 0 <= prior_lift <= 1, got "
+                              f"{prior_strength}, {prior_lift}")
         self.k, self.temperature, self.replacement = k, temperature, replacement
         self.extractor_name, self.extractor_model = extractor, extractor_model
         self.profiles_dir = Path(profiles) if profiles else DEFAULT_PROFILES
         self.top_n, self.threshold = top_n, threshold
         self.replace_rare, self.rare_fraction = replace_rare, rare_fraction
+        self.scoring, self.prior_strength, self.prior_lift, self.tau = scoring, prior_strength, prior_lift, tau
+        self.neighbours, self.knn_tau = neighbours, knn_tau
         self._profiles: dict[str, dict[str, float]] | None = None
         self._mapper: KeywordMapper | None = None
         self._extractor: SkillExtractor | None = None
+        self._scorer: SkillScorer | None = None
 
     def config(self) -> dict[str, Any]:
         return {"k": self.k, "temperature": self.temperature, "replacement": self.replacement,
                 "extractor": self.extractor_name, "extractor_model": self.extractor_model,
                 "profiles": str(self.profiles_dir), "top_n": self.top_n, "threshold": self.threshold,
-                "replace_rare": self.replace_rare, "rare_fraction": self.rare_fraction}
+                "replace_rare": self.replace_rare, "rare_fraction": self.rare_fraction, "scoring": self.scoring,
+                "prior_strength": self.prior_strength, "prior_lift": self.prior_lift, "tau": self.tau,
+                "neighbours": self.neighbours, "knn_tau": self.knn_tau}
 
     # ---- loading -------------------------------------------------------------------------
     def set_profiles(self, profiles: dict[str, dict[str, float]]) -> None:
-        """Use in-memory profiles instead of a profiles dir (evaluation on a recorded table)."""
+        """Use in-memory +1/-1 profiles (``scoring: paper`` only; the others need :meth:`set_rows`)."""
+        if self.scoring != "paper":
+            raise ConfigError(f"skill router: scoring {self.scoring!r} needs correctness rows, not net profiles",
+                              hint="call set_rows(rows) or use scoring: paper")
         self._profiles = {e: dict(p) for e, p in profiles.items()}
         self._mapper = None
+
+    def set_rows(self, rows: list[dict[str, Any]], questions: dict[str, str] | None = None) -> None:
+        """Profile on in-memory correctness rows (evaluation on a recorded table)."""
+        self._profiles = {e: dict(p) for e, p in build_profiles(rows).items()}
+        self._scorer = SkillScorer.from_rows(self, rows, questions=questions)
+        self._mapper = None
+
+    def set_similarity(self, declared: Any) -> None:
+        """Replace the declared-skill similarity (``(expert, keywords) -> [0..1]``; tests use fakes)."""
+        self._load()
+        self._scorer.declared = declared
 
     def warm_up(self, ctx: RunContext) -> None:
         self._load()
@@ -114,10 +151,23 @@ class SkillRouter:
             self._mapper.load()
         if hasattr(self._extractor, "load"):
             self._extractor.load()
+        if self._scorer is not None:
+            self._scorer.load()
 
     def _load(self) -> None:
         if self._profiles is None:
-            self._profiles = load_profiles(self.profiles_dir)
+            if self.scoring == "paper":
+                self._profiles = load_profiles(self.profiles_dir)
+            else:
+                rows = read_rows(self.profiles_dir / ROWS_FILE)
+                if not rows:
+                    load_profiles(self.profiles_dir)  # raises the "run expertmix profile" error
+                    raise ConfigError(f"skill router: {self.profiles_dir / ROWS_FILE} is missing or empty; "
+                                      f"scoring {self.scoring!r} needs it", hint="use scoring: paper or re-profile")
+                self.set_rows(rows)
+        if self._scorer is None and self.scoring != "paper":
+            raise ConfigError(f"skill router: scoring {self.scoring!r} has no correctness rows",
+                              hint="call set_rows(rows) after set_profiles, or use scoring: paper")
         if self._mapper is None:
             self._mapper = KeywordMapper(sorted({kw for p in self._profiles.values() for kw in p}))
         if self._extractor is None:
@@ -142,21 +192,39 @@ class SkillRouter:
         for q in questions:
             check_question(q.text, where=q.id)
         experts = self.experts_for(ctx)
-        raw = self._extractor.extract(questions, ctx) if questions else []
-        return self.route_keywords(questions, self.map_keywords(raw), ctx, experts=experts)
+        vectors = None
+        if self.scoring == "learned" and questions:
+            vectors = self.encode([q.text for q in questions])
+        if vectors is not None and isinstance(self._extractor, EmbeddingSkillExtractor):
+            raw = self._extractor.keywords_from_vectors(vectors)  # one encode serves both
+        else:
+            raw = self._extractor.extract(questions, ctx) if questions else []
+        return self.route_keywords(questions, self.map_keywords(raw), ctx, experts=experts, vectors=vectors)
 
     def map_keywords(self, keywords: list[list[str]]) -> list[list[str]]:
-        """Each question's keywords mapped onto the profile vocabulary (nearest by MiniLM cosine)."""
+        """``paper``: each keyword mapped onto the profile vocabulary (nearest by MiniLM cosine).
+
+        The other scorings keep the keywords: one no profile has seen scores on its prior (declared
+        skills) instead of borrowing a neighbour's counts ("python" -> "java" on a small profile).
+        """
         self._load()
+        if self.scoring != "paper":
+            return [list(dict.fromkeys(kws)) for kws in keywords]
         return [self._mapper.map(kws) if kws else [] for kws in keywords]
 
+    def encode(self, texts: list[str]) -> Any:
+        """Normalised MiniLM embeddings of ``texts`` (what ``scoring: learned`` routes on)."""
+        self._load()
+        return self._scorer.encode(texts)
+
     def route_keywords(
-        self, questions: list[Question], keywords: list[list[str]], ctx: RunContext, *, experts: list[str] | None = None
+        self, questions: list[Question], keywords: list[list[str]], ctx: RunContext, *,
+        experts: list[str] | None = None, vectors: Any = None,
     ) -> list[RoutingDecision]:
         """Recruit for questions whose (profile-vocabulary) keywords are already known."""
         experts = experts or self.experts_for(ctx)
-        glob = global_scores(self._profiles, experts, self.temperature)
-        plans = [self._draw(q, kws, experts, glob, ctx) for q, kws in zip(questions, keywords)]
+        weights = self._weights(questions, keywords, experts, ctx, vectors)
+        plans = [self._draw(q, w, experts, ctx) for q, w in zip(questions, weights)]
         notes: list[list[str]] = [[] for _ in plans]
         if self.replace_rare and len(plans) > 1:
             notes = self._replace_rare(plans)
@@ -166,21 +234,36 @@ class SkillRouter:
             choices = [ExpertChoice(name=e, score=round(float(weights[e]), 4)) for e in ranked]
             chosen = apply_budget(choices, ctx.registry, ctx.budget, k=self.k)
             conf = max(weights.values()) if weights else None
-            note = [] if kws else ["skill router: no skill keywords; drew experts uniformly at random"]
+            note = [] if kws or self.scoring != "paper" else [
+                "skill router: no skill keywords; drew experts uniformly at random"]
             out.append(RoutingDecision(question_id=q.id, experts=chosen, router=self.name, skills=kws,
                                        confidence=None if conf is None else round(float(conf), 4),
                                        notes=note + extra))
         return out
 
+    def _weights(
+        self, questions: list[Question], keywords: list[list[str]], experts: list[str], ctx: RunContext,
+        vectors: Any,
+    ) -> list[np.ndarray]:
+        """One weight vector over ``experts`` per question (unnormalised for ``paper``)."""
+        if self.scoring == "paper":
+            glob = global_scores(self._profiles, experts, self.temperature)
+            return [recruit_weights(local_scores(self._profiles, experts, kws), glob) if kws
+                    else np.ones(len(experts)) for kws in keywords]
+        self._scorer.bind(ctx.registry, experts)
+        if self.scoring == "learned":
+            if vectors is None:
+                vectors = self._scorer.encode([q.text for q in questions]) if questions else None
+            scores = self._scorer.learned(vectors, keywords, experts) if questions else np.zeros((0, len(experts)))
+        else:
+            scores = np.array([self._scorer.smoothed(kws, experts) for kws in keywords])
+        return [softmax_weights(row, self.tau) for row in scores]
+
     def _draw(
-        self, q: Question, kws: list[str], experts: list[str], glob: np.ndarray, ctx: RunContext
+        self, q: Question, w: np.ndarray, experts: list[str], ctx: RunContext
     ) -> tuple[list[str], dict[str, float]]:
         """k experts drawn for one question and the normalised weights of all candidates."""
         rng = np.random.default_rng(stable_seed(ctx.seed, q.id))
-        if kws:
-            w = recruit_weights(local_scores(self._profiles, experts, kws), glob)
-        else:
-            w = np.ones(len(experts))
         if w.sum() <= 0:  # every candidate has zero global weight: fall back to uniform
             w = np.ones(len(experts))
         p = w / w.sum()

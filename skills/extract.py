@@ -205,8 +205,12 @@ class EmbeddingSkillExtractor:
             return []
         from skills.embeddings import Embedder
 
+        return self.keywords_from_vectors(Embedder.shared().encode(texts))
+
+    def keywords_from_vectors(self, vectors: Any) -> list[list[str]]:
+        """Keywords for already-embedded texts (normalised MiniLM vectors, one row per text)."""
         self.load()
-        sims = Embedder.shared().encode(texts) @ self._matrix.T
+        sims = vectors @ self._matrix.T
         out = []
         for row in sims:
             top = row.argsort()[::-1][: self.top_n]

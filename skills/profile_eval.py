@@ -41,10 +41,11 @@ def correctness(rows: list[dict[str, Any]]) -> dict[str, dict[str, bool]]:
 
 def evaluate_router(
     router: Any, rows: list[dict[str, Any]], ctx: RunContext, *, holdout: float = 0.3, seed: int = 0,
-    map_keywords: bool = True,
+    map_keywords: bool = True, questions: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Profile on the split's first part, route the held-out part, compare with baselines.
 
+    ``questions`` (id -> text) is needed by ``scoring: learned`` (kNN over the profile part).
     ``routed``: mean recorded correctness of the routed experts (each draw counts); ``random``:
     that of a uniformly random expert; ``best_single``: the expert best on the profile part, used
     for every held-out question; ``oracle``: a question counts if any expert got it right.
@@ -54,15 +55,20 @@ def evaluate_router(
     rows = [r for r in rows if r["id"] in complete]  # only questions every expert answered
     train, test = split_ids(rows, holdout=holdout, seed=seed)
     train_set = set(train)
-    profiles = build_profiles([r for r in rows if r["id"] in train_set], experts)
-    router.set_profiles(profiles)
+    train_rows = [r for r in rows if r["id"] in train_set]
+    if getattr(router, "scoring", "paper") == "paper":
+        router.set_profiles(build_profiles(train_rows, experts))
+    else:
+        router.set_rows(train_rows, questions=questions)
     table = correctness(rows)
     keywords = {r["id"]: r["keywords"] for r in rows}
     kws = [keywords[i] for i in test]
     if map_keywords:
         kws = router.map_keywords(kws)
-    questions = [Question(id=i, text=i) for i in test]
-    decisions = router.route_keywords(questions, kws, ctx)
+    texts = questions or {}
+    routed_qs = [Question(id=i, text=texts.get(i, i)) for i in test]
+    vectors = router.encode([q.text for q in routed_qs]) if getattr(router, "scoring", "") == "learned" else None
+    decisions = router.route_keywords(routed_qs, kws, ctx, vectors=vectors)
     routed = [sum(table[d.question_id].get(e, False) for e in d.names) / len(d.names) for d in decisions]
     rand = [sum(table[i].values()) / len(table[i]) for i in test]
     train_acc = {e: sum(table[i].get(e, False) for i in train) / max(1, len(train)) for e in experts}

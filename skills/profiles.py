@@ -187,11 +187,18 @@ class ProfileStore:
         for r in rows:
             ids.setdefault(r["expert"], set()).add(r["id"])
         profiles = build_profiles(rows, experts)
+        counts: dict[str, dict[str, list[int]]] = defaultdict(dict)
+        for r in rows:
+            for kw in r["keywords"]:
+                cell = counts[r["expert"]].setdefault(kw, [0, 0])
+                cell[0] += int(bool(r["correct"]))
+                cell[1] += 1
         for name, prof in profiles.items():
             hits = [r["correct"] for r in rows if r["expert"] == name]
             data = {"expert": name, "model": experts.get(name), "questions": len(ids[name]),
                     "accuracy": round(sum(hits) / len(hits), 4) if hits else None,
-                    "profile": dict(sorted(prof.items(), key=lambda kv: (-kv[1], kv[0])))}
+                    "profile": dict(sorted(prof.items(), key=lambda kv: (-kv[1], kv[0]))),
+                    "counts": dict(sorted(counts[name].items()))}  # keyword: [correct, answered]
             (self.dir / f"{name}{PROFILE_SUFFIX}").write_text(json.dumps(data, indent=1) + "\n")
         return profiles
 

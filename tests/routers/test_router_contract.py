@@ -18,7 +18,7 @@ from routers.base import ROUTERS, Budget, RoutingDecision, make_router
 pytestmark = pytest.mark.unit
 
 REQUIRED_PARAMS = {"fixed": {"experts": ["generalist", "coder", "physician"]}}
-K_PARAMS = {name: {"k": 3} for name in ("keyword", "skill", "category", "embedding")}
+K_PARAMS = {name: {"k": 3} for name in ("keyword", "skill", "category", "embedding", "learned")}
 QUESTIONS = [
     "What is 15% of 240?",
     "Write a Python function that reverses a linked list.",

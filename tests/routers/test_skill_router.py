@@ -30,7 +30,7 @@ def ctx(seed=0, budget=None):
 
 
 def router(**kw):
-    r = SkillRouter(**kw)
+    r = SkillRouter(scoring="paper", **kw)
     r.set_profiles(PROFILES)
     return r
 
@@ -104,10 +104,10 @@ def test_rare_experts_replaced_by_frequent_ones_when_enabled():
     profiles = {"alpha": {"algebra": 5}, "beta": {"history": 5}, "gamma": {"poetry": 5}}
     keywords = [["history"]] * 39 + [["poetry"]]  # gamma is needed by 1 of 40 questions (< 5%)
     questions = qs(40)
-    plain = SkillRouter(k=1)
+    plain = SkillRouter(k=1, scoring="paper")
     plain.set_profiles(profiles)
     assert plain.route_keywords(questions, keywords, ctx())[-1].names == ["gamma"]
-    swapping = SkillRouter(k=1, replace_rare=True)
+    swapping = SkillRouter(k=1, replace_rare=True, scoring="paper")
     swapping.set_profiles(profiles)
     decisions = swapping.route_keywords(questions, keywords, ctx())
     assert decisions[-1].names == ["beta"] and "gamma->beta" in decisions[-1].notes[-1]
@@ -133,13 +133,15 @@ def test_route_uses_the_extractor_and_maps_known_keywords():
 
 
 def test_registered_and_config_round_trip():
-    r = make_router("skill", k=2, replacement=False, extractor="llm", extractor_model="m1")
+    r = make_router("skill", k=2, replacement=False, extractor="llm", extractor_model="m1", scoring="learned")
     again = make_router("skill", **r.config())
     assert again.config() == r.config() and r.config()["temperature"] == 0.5
 
 
 @pytest.mark.parametrize(("kw", "match"), [({"k": 0}, "k must be >= 1"), ({"temperature": 0}, "temperature"),
-                                             ({"extractor": "tfidf"}, "unknown extractor 'tfidf'")])
+                                             ({"extractor": "tfidf"}, "unknown extractor 'tfidf'"),
+                                             ({"scoring": "votes"}, "unknown scoring 'votes'"),
+                                             ({"prior_lift": 2}, "prior_lift"), ({"tau": 0}, "tau")])
 def test_bad_settings_raise(kw, match):
     with pytest.raises(ConfigError, match=match):
         SkillRouter(**kw)
@@ -148,7 +150,7 @@ def test_bad_settings_raise(kw, match):
 def test_missing_profiles_dir_and_unprofiled_registry_raise_with_hint(tmp_path):
     with pytest.raises(ConfigError, match="expertmix profile"):
         SkillRouter(profiles=tmp_path).route(qs(1), ctx())
-    r = SkillRouter()
+    r = SkillRouter(scoring="paper")
     r.set_profiles({"someone-else": {"x": 1}})
     with pytest.raises(ConfigError, match="none of the experts"):
         r.route(qs(1), ctx())

@@ -153,6 +153,42 @@ class VllmBackend:
         return vllm_stream.generate_stream(self._llm, self.spec.name, self.spec.chat, requests, on_delta,
                                            to_sampling_params)
 
+    def loglikelihoods(self, pairs: list[tuple[str, str]]) -> list[float]:
+        """Sum of log P(continuation tokens | context) for each ``(context, continuation)``, one engine call.
+
+        lm-eval-harness style: the context and the whole text are tokenised, the continuation is the
+        tokens past the context's; vLLM returns the prompt tokens' log-probabilities
+        (``prompt_logprobs``) with ``max_tokens=1``, so nothing is really generated.
+        """
+        if not pairs:
+            return []
+        if self._llm is None:
+            raise BackendError(f"model {self.spec.name!r} is not loaded", hint="call load() before loglikelihoods()")
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        tok = self._llm.get_tokenizer()
+        prompts, starts = [], []
+        for context, continuation in pairs:
+            n_ctx = len(tok(context)["input_ids"])
+            ids = tok(context + continuation)["input_ids"]
+            if len(ids) <= n_ctx:
+                raise BackendError(f"model {self.spec.name!r}: empty continuation after {context[-40:]!r}",
+                                   hint="give every choice a non-empty continuation")
+            prompts.append(TokensPrompt(prompt_token_ids=ids))
+            starts.append(max(1, n_ctx))
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        try:
+            outputs = self._llm.generate(prompts, params, use_tqdm=False)
+        except Exception as exc:
+            raise BackendError(f"model {self.spec.name!r}: scoring {len(pairs)} continuations failed: "
+                               f"{type(exc).__name__}: {exc}", hint="check prompt lengths against max_model_len") from exc
+        sums = []
+        for out, start in zip(outputs, starts):
+            ids, lps = out.prompt_token_ids, out.prompt_logprobs
+            sums.append(float(sum(lps[i][ids[i]].logprob for i in range(start, len(ids)))))
+        return sums
+
     def unload(self) -> None:
         """Shut the engine down and give its memory back (RSS drops by the engine's size)."""
         llm, self._llm = self._llm, None
