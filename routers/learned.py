@@ -24,8 +24,8 @@ import numpy as np
 
 from orchestrator.context import RunContext
 from orchestrator.errors import ConfigError
-from orchestrator.types import ExpertChoice, Question, check_question
-from routers.base import ROUTERS, RoutingDecision, apply_budget
+from orchestrator.core import ExpertChoice, Question
+from routers.base import ROUTERS, BaseRouter, Scored
 from routers.skill import DEFAULT_PROFILES
 from skills.extract import EmbeddingSkillExtractor
 from skills.profiles import ROWS_FILE, read_rows
@@ -33,27 +33,30 @@ from skills.scorer import SkillScorer
 
 
 @ROUTERS.register("learned")
-class LearnedRouter:
+class LearnedRouter(BaseRouter):
     """Top-k experts by kNN-predicted P(correct | question) (see the module docstring)."""
 
     name = "learned"
 
     def __init__(
-        self, k: int = 1, *, profiles: str | Path | None = None, neighbours: int = 32, prior_strength: float = 8.0,
-        prior_lift: float = 0.6, knn_tau: float = 0.2, top_n: int = 3, threshold: float = 0.2,
+        self, k: int = 1, *, seed: int = 0, profiles: str | Path | None = None, neighbours: int = 32,
+        prior_strength: float = 8.0, prior_lift: float = 0.6, knn_tau: float = 0.2, top_n: int = 3,
+        threshold: float = 0.2,
     ) -> None:
-        if k < 1 or neighbours < 1:
-            raise ConfigError(f"learned router: k and neighbours must be >= 1, got k={k}, neighbours={neighbours}")
+        super().__init__(k=k, seed=seed)
+        if neighbours < 1:
+            raise ConfigError(f"learned router: neighbours must be >= 1, got {neighbours}")
         if prior_strength <= 0 or knn_tau <= 0 or not 0 <= prior_lift <= 1:
             raise ConfigError("learned router: need prior_strength > 0, knn_tau > 0 and 0 <= prior_lift <= 1")
-        self.k, self.profiles_dir, self.neighbours = k, Path(profiles) if profiles else DEFAULT_PROFILES, neighbours
+        self.profiles_dir, self.neighbours = Path(profiles) if profiles else DEFAULT_PROFILES, neighbours
         self.prior_strength, self.prior_lift, self.knn_tau = prior_strength, prior_lift, knn_tau
         self.top_n, self.threshold = top_n, threshold
         self._scorer: SkillScorer | None = None
         self._extractor = EmbeddingSkillExtractor(top_n=top_n, threshold=threshold)
 
-    def config(self) -> dict[str, Any]:
-        return {"k": self.k, "profiles": str(self.profiles_dir), "neighbours": self.neighbours,
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings, "profiles": str(self.profiles_dir), "neighbours": self.neighbours,
                 "prior_strength": self.prior_strength, "prior_lift": self.prior_lift, "knn_tau": self.knn_tau,
                 "top_n": self.top_n, "threshold": self.threshold}
 
@@ -77,11 +80,7 @@ class LearnedRouter:
         if scorer.encoder is None:
             self._extractor.load()
 
-    def route(self, questions: list[Question], ctx: RunContext) -> list[RoutingDecision]:
-        for q in questions:
-            check_question(q.text, where=q.id)
-        if not questions:
-            return []
+    def score(self, questions: list[Question], ctx: RunContext) -> list[Scored]:
         scorer = self._load()
         experts = list(ctx.registry.experts)
         scorer.bind(ctx.registry, experts)
@@ -89,10 +88,8 @@ class LearnedRouter:
         keywords = self._extractor.keywords_from_vectors(vectors) if scorer.encoder is None else [[] for _ in questions]
         P = scorer.learned(vectors, keywords, experts)
         out = []
-        for q, kws, row in zip(questions, keywords, P):
+        for kws, row in zip(keywords, P):
             order = np.argsort(-row, kind="stable")
             ranked = [ExpertChoice(name=experts[j], score=round(float(row[j]), 4)) for j in order]
-            chosen = apply_budget(ranked, ctx.registry, ctx.budget, k=self.k)
-            out.append(RoutingDecision(question_id=q.id, experts=chosen, router=self.name, skills=kws,
-                                       confidence=round(float(row[order[0]]), 4)))
+            out.append(Scored(ranked, confidence=float(row[order[0]]), skills=kws))
         return out

@@ -39,8 +39,8 @@ import numpy as np
 import skills
 from orchestrator.context import RunContext
 from orchestrator.errors import ConfigError
-from orchestrator.core import ExpertChoice, Question, check_question
-from routers.base import ROUTERS, RoutingDecision, apply_budget
+from orchestrator.core import ExpertChoice, Question
+from routers.base import ROUTERS, BaseRouter, RoutingDecision, Scored
 from skills.extract import EmbeddingSkillExtractor, SkillExtractor, make_extractor, stable_seed
 from skills.keywords import KeywordMapper
 from skills.profiles import ROWS_FILE, build_profiles, load_profiles, read_rows
@@ -82,20 +82,19 @@ SCORINGS = ("smoothed", "learned", "paper")
 
 
 @ROUTERS.register("skill")
-class SkillRouter:
+class SkillRouter(BaseRouter):
     """Symbolic-MoE recruiting over expert skill profiles (see the module docstring)."""
 
     name = "skill"
 
     def __init__(
-        self, k: int = 3, *, temperature: float = 0.5, replacement: bool = True, extractor: str = "embedding",
+        self, k: int = 3, *, seed: int = 0, temperature: float = 0.5, replacement: bool = True, extractor: str = "embedding",
         extractor_model: str | None = None, profiles: str | Path | None = None, top_n: int = 3,
         threshold: float = 0.2, replace_rare: bool = False, rare_fraction: float = 0.05,
         scoring: str = "smoothed", prior_strength: float = 8.0, prior_lift: float = 0.6, tau: float = 0.05,
         neighbours: int = 32, knn_tau: float = 0.2,
     ) -> None:
-        if k < 1:
-            raise ConfigError(f"skill router: k must be >= 1, got {k}")
+        super().__init__(k=k, seed=seed)
         if temperature <= 0 or tau <= 0:
             raise ConfigError(f"skill router: temperature and tau must be > 0, got {temperature}, {tau}")
         if extractor not in ("embedding", "llm"):
@@ -105,7 +104,7 @@ class SkillRouter:
         if prior_strength <= 0 or not 0 <= prior_lift <= 1:
             raise ConfigError(f"skill router: need prior_strength > 0 and 0 <= prior_lift <= 1, got "
                               f"{prior_strength}, {prior_lift}")
-        self.k, self.temperature, self.replacement = k, temperature, replacement
+        self.temperature, self.replacement = temperature, replacement
         self.extractor_name, self.extractor_model = extractor, extractor_model
         self.profiles_dir = Path(profiles) if profiles else DEFAULT_PROFILES
         self.top_n, self.threshold = top_n, threshold
@@ -117,8 +116,9 @@ class SkillRouter:
         self._extractor: SkillExtractor | None = None
         self._scorer: SkillScorer | None = None
 
-    def config(self) -> dict[str, Any]:
-        return {"k": self.k, "temperature": self.temperature, "replacement": self.replacement,
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings, "temperature": self.temperature, "replacement": self.replacement,
                 "extractor": self.extractor_name, "extractor_model": self.extractor_model,
                 "profiles": str(self.profiles_dir), "top_n": self.top_n, "threshold": self.threshold,
                 "replace_rare": self.replace_rare, "rare_fraction": self.rare_fraction, "scoring": self.scoring,
@@ -188,18 +188,14 @@ class SkillRouter:
         return experts
 
     # ---- routing -------------------------------------------------------------------------
-    def route(self, questions: list[Question], ctx: RunContext) -> list[RoutingDecision]:
-        for q in questions:
-            check_question(q.text, where=q.id)
+    def score(self, questions: list[Question], ctx: RunContext) -> list[Scored]:
         experts = self.experts_for(ctx)
-        vectors = None
-        if self.scoring == "learned" and questions:
-            vectors = self.encode([q.text for q in questions])
+        vectors = self.encode([q.text for q in questions]) if self.scoring == "learned" else None
         if vectors is not None and isinstance(self._extractor, EmbeddingSkillExtractor):
             raw = self._extractor.keywords_from_vectors(vectors)  # one encode serves both
         else:
-            raw = self._extractor.extract(questions, ctx) if questions else []
-        return self.route_keywords(questions, self.map_keywords(raw), ctx, experts=experts, vectors=vectors)
+            raw = self._extractor.extract(questions, ctx)
+        return self.score_keywords(questions, self.map_keywords(raw), ctx, experts=experts, vectors=vectors)
 
     def map_keywords(self, keywords: list[list[str]]) -> list[list[str]]:
         """``paper``: each keyword mapped onto the profile vocabulary (nearest by MiniLM cosine).
@@ -222,6 +218,14 @@ class SkillRouter:
         experts: list[str] | None = None, vectors: Any = None,
     ) -> list[RoutingDecision]:
         """Recruit for questions whose (profile-vocabulary) keywords are already known."""
+        scored = self.score_keywords(questions, keywords, ctx, experts=experts, vectors=vectors)
+        return [self.decide(q, s, ctx) for q, s in zip(questions, scored)]
+
+    def score_keywords(
+        self, questions: list[Question], keywords: list[list[str]], ctx: RunContext, *,
+        experts: list[str] | None = None, vectors: Any = None,
+    ) -> list[Scored]:
+        """The drawn experts (best weight first) of each question whose keywords are known."""
         experts = experts or self.experts_for(ctx)
         weights = self._weights(questions, keywords, experts, ctx, vectors)
         plans = [self._draw(q, w, experts, ctx) for q, w in zip(questions, weights)]
@@ -229,16 +233,13 @@ class SkillRouter:
         if self.replace_rare and len(plans) > 1:
             notes = self._replace_rare(plans)
         out = []
-        for q, kws, (drawn, weights), extra in zip(questions, keywords, plans, notes):
+        for kws, (drawn, weights), extra in zip(keywords, plans, notes):
             ranked = sorted(drawn, key=lambda e: -weights[e])  # best first so a budget keeps the best
             choices = [ExpertChoice(name=e, score=round(float(weights[e]), 4)) for e in ranked]
-            chosen = apply_budget(choices, ctx.registry, ctx.budget, k=self.k)
             conf = max(weights.values()) if weights else None
             note = [] if kws or self.scoring != "paper" else [
                 "skill router: no skill keywords; drew experts uniformly at random"]
-            out.append(RoutingDecision(question_id=q.id, experts=chosen, router=self.name, skills=kws,
-                                       confidence=None if conf is None else round(float(conf), 4),
-                                       notes=note + extra))
+            out.append(Scored(choices, confidence=conf, skills=kws, notes=note + extra))
         return out
 
     def _weights(

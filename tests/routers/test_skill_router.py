@@ -138,7 +138,7 @@ def test_registered_and_config_round_trip():
     assert again.config() == r.config() and r.config()["temperature"] == 0.5
 
 
-@pytest.mark.parametrize(("kw", "match"), [({"k": 0}, "k must be >= 1"), ({"temperature": 0}, "temperature"),
+@pytest.mark.parametrize(("kw", "match"), [({"k": 0}, "k must be an integer >= 1"), ({"temperature": 0}, "temperature"),
                                              ({"extractor": "tfidf"}, "unknown extractor 'tfidf'"),
                                              ({"scoring": "votes"}, "unknown scoring 'votes'"),
                                              ({"prior_lift": 2}, "prior_lift"), ({"tau": 0}, "tau")])

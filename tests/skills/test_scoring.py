@@ -5,7 +5,7 @@ import pytest
 
 from orchestrator.context import RunContext
 from orchestrator.errors import ConfigError
-from orchestrator.types import Question
+from orchestrator.core import Question
 from routers.skill import SkillRouter
 from skills.learned import KnnPredictor, correctness_matrix
 from skills.scoring import (DeclaredPrior, SkillSimilarity, base_accuracy, build_counts, load_skill_categories,
