@@ -41,6 +41,7 @@ from orchestrator.context import RunContext
 from orchestrator.errors import ConfigError
 from orchestrator.core import ExpertChoice, Question
 from routers.base import ROUTERS, BaseRouter, RoutingDecision, Scored
+from routers.skill_multilingual import MultilingualKeywords, is_foreign
 from skills.extract import EmbeddingSkillExtractor, SkillExtractor, make_extractor, stable_seed
 from skills.keywords import KeywordMapper
 from skills.profiles import ROWS_FILE, build_profiles, load_profiles, read_rows
@@ -90,7 +91,7 @@ class SkillRouter(BaseRouter):
     def __init__(
         self, k: int = 3, *, seed: int = 0, temperature: float = 0.5, replacement: bool = True, extractor: str = "embedding",
         extractor_model: str | None = None, profiles: str | Path | None = None, top_n: int = 3,
-        threshold: float = 0.2, replace_rare: bool = False, rare_fraction: float = 0.05,
+        threshold: float = 0.2, head_chars: int = 120, multilingual: bool = True, replace_rare: bool = False, rare_fraction: float = 0.05,
         scoring: str = "smoothed", prior_strength: float = 8.0, prior_lift: float = 0.6, tau: float = 0.05,
         neighbours: int = 32, knn_tau: float = 0.2,
     ) -> None:
@@ -107,7 +108,8 @@ class SkillRouter(BaseRouter):
         self.temperature, self.replacement = temperature, replacement
         self.extractor_name, self.extractor_model = extractor, extractor_model
         self.profiles_dir = Path(profiles) if profiles else DEFAULT_PROFILES
-        self.top_n, self.threshold = top_n, threshold
+        self.top_n, self.threshold, self.head_chars, self.multilingual = top_n, threshold, head_chars, multilingual
+        self._ml: MultilingualKeywords | None = None
         self.replace_rare, self.rare_fraction = replace_rare, rare_fraction
         self.scoring, self.prior_strength, self.prior_lift, self.tau = scoring, prior_strength, prior_lift, tau
         self.neighbours, self.knn_tau = neighbours, knn_tau
@@ -120,7 +122,8 @@ class SkillRouter(BaseRouter):
     def settings(self) -> dict[str, Any]:
         return {**super().settings, "temperature": self.temperature, "replacement": self.replacement,
                 "extractor": self.extractor_name, "extractor_model": self.extractor_model,
-                "profiles": str(self.profiles_dir), "top_n": self.top_n, "threshold": self.threshold,
+                "profiles": str(self.profiles_dir), "top_n": self.top_n, "threshold": self.threshold, "head_chars": self.head_chars,
+                "multilingual": self.multilingual,
                 "replace_rare": self.replace_rare, "rare_fraction": self.rare_fraction, "scoring": self.scoring,
                 "prior_strength": self.prior_strength, "prior_lift": self.prior_lift, "tau": self.tau,
                 "neighbours": self.neighbours, "knn_tau": self.knn_tau}
@@ -174,7 +177,8 @@ class SkillRouter(BaseRouter):
             if self.extractor_name == "llm":
                 self._extractor = make_extractor("llm", model=self.extractor_model)
             else:
-                self._extractor = make_extractor("embedding", top_n=self.top_n, threshold=self.threshold)
+                self._extractor = make_extractor("embedding", top_n=self.top_n, threshold=self.threshold,
+                                                 head_chars=self.head_chars)
 
     def experts_for(self, ctx: RunContext) -> list[str]:
         """Registry experts, in registry order; at least one must have a profile."""
@@ -195,7 +199,16 @@ class SkillRouter(BaseRouter):
             raw = self._extractor.keywords_from_vectors(vectors)  # one encode serves both
         else:
             raw = self._extractor.extract(questions, ctx)
+        if self.multilingual and isinstance(self._extractor, EmbeddingSkillExtractor):
+            foreign = [i for i, q in enumerate(questions) if is_foreign(q.text)]
+            for i, kws in zip(foreign, self._multilingual().extract([questions[i].text for i in foreign])):
+                raw[i] = kws
         return self.score_keywords(questions, self.map_keywords(raw), ctx, experts=experts, vectors=vectors)
+
+    def _multilingual(self) -> MultilingualKeywords:
+        if self._ml is None:
+            self._ml = MultilingualKeywords(self._extractor.vocabulary, top_n=self.top_n)
+        return self._ml
 
     def map_keywords(self, keywords: list[list[str]]) -> list[list[str]]:
         """``paper``: each keyword mapped onto the profile vocabulary (nearest by MiniLM cosine).

@@ -100,7 +100,7 @@ def load_saved_items(out: Path) -> tuple[list[ChoiceItem], list[GenItem]]:
     return choice, gen
 
 
-def step_run(out: Path, models: list[str], minutes: float, max_tokens: int) -> None:
+def step_run(out: Path, models: list[str], minutes: float, max_tokens: int, *, generate: bool = True) -> None:
     """Every model answers what it has not yet answered, until the deadline (resumable)."""
     from orchestrator.config import ExpertRegistry
     from workers.backends.base import make_backend
@@ -117,12 +117,12 @@ def step_run(out: Path, models: list[str], minutes: float, max_tokens: int) -> N
         backend = make_backend(registry.model(model))
         backend.load()
         try:  # generation first: GSM8K and MBPP are where the models differ most
-            n = profile_generation(backend, registry.model(model), gen, store, max_tokens=max_tokens,
-                                   deadline=deadline)
+            n = profile_generation(backend, registry.model(model), gen if generate else [], store,
+                                   max_tokens=max_tokens, deadline=deadline)
             n += profile_choices(backend, model, choice, store, deadline=deadline)
         finally:
             backend.unload()
-        print(f"{model}: {n} items in {time.monotonic() - t0:.0f}s", file=sys.stderr)
+        print(f"{model}: {n} items in {time.monotonic() - t0:.0f}s", file=sys.stderr, flush=True)
 
 
 def accuracy_table(rows: list[dict[str, Any]]) -> dict[str, dict[str, list[int]]]:
@@ -182,13 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", nargs="+", default=list(MODELS), help="models to run (default: all three)")
     ap.add_argument("--minutes", type=float, default=9.0, help="stop `run` after this many minutes (resume later)")
     ap.add_argument("--max-tokens", type=int, default=GEN_MAX_TOKENS, help="chain-of-thought / code token limit")
+    ap.add_argument("--no-generate", action="store_true", help="multiple choice only (skip GSM8K and MBPP)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     random.seed(args.seed)
     if args.step in ("items", "all") and not (args.out / ITEMS_FILE).exists():
         step_items(args.out, args.seed)
     if args.step in ("run", "all"):
-        step_run(args.out, args.models, args.minutes, args.max_tokens)
+        step_run(args.out, args.models, args.minutes, args.max_tokens, generate=not args.no_generate)
     if args.step in ("finish", "all"):
         step_finish(args.out)
     return 0

@@ -165,23 +165,28 @@ class EmbeddingSkillExtractor:
     """The skill-bank keywords nearest to the question (MiniLM cosine): top ``top_n`` >= ``threshold``.
 
     ``vocabulary`` overrides the bank (e.g. the profile keywords, so no mapping is needed later).
+    ``head_chars`` > 0: a longer text also gets the top ``head_n`` keywords of its first ``head_chars``
+    characters, put first. A long prompt's opening says what is asked ("Write a book review ...")
+    while its body says what about (the book), and the body dominates a whole-text embedding.
     """
 
     name = "embedding"
 
     def __init__(
         self, bank: str | Path | None = None, *, top_n: int = 3, threshold: float = 0.2,
-        vocabulary: list[str] | None = None,
+        vocabulary: list[str] | None = None, head_chars: int = 0, head_n: int = 2,
     ) -> None:
-        if top_n < 1:
-            raise ConfigError(f"embedding skill extractor: top_n must be >= 1, got {top_n}")
+        if top_n < 1 or head_n < 1 or head_chars < 0:
+            raise ConfigError(f"embedding skill extractor: need top_n >= 1, head_n >= 1, head_chars >= 0; got "
+                              f"{top_n}, {head_n}, {head_chars}")
         self.bank_path, self.top_n, self.threshold = bank, top_n, threshold
+        self.head_chars, self.head_n = head_chars, head_n
         self._vocabulary = list(vocabulary) if vocabulary is not None else None
         self._matrix = None
 
     def config(self) -> dict[str, Any]:
         return {"bank": str(self.bank_path) if self.bank_path else None, "top_n": self.top_n,
-                "threshold": self.threshold}
+                "threshold": self.threshold, "head_chars": self.head_chars, "head_n": self.head_n}
 
     @property
     def vocabulary(self) -> list[str]:
@@ -205,14 +210,21 @@ class EmbeddingSkillExtractor:
             return []
         from skills.embeddings import Embedder
 
-        return self.keywords_from_vectors(Embedder.shared().encode(texts))
+        emb = Embedder.shared()
+        found = self.keywords_from_vectors(emb.encode(texts))
+        long = [i for i, t in enumerate(texts) if self.head_chars and len(t) > self.head_chars]
+        if long:
+            heads = self.keywords_from_vectors(emb.encode([texts[i][: self.head_chars] for i in long]), self.head_n)
+            for i, kws in zip(long, heads):
+                found[i] = list(dict.fromkeys([*kws, *found[i]]))
+        return found
 
-    def keywords_from_vectors(self, vectors: Any) -> list[list[str]]:
+    def keywords_from_vectors(self, vectors: Any, top_n: int | None = None) -> list[list[str]]:
         """Keywords for already-embedded texts (normalised MiniLM vectors, one row per text)."""
         self.load()
         sims = vectors @ self._matrix.T
         out = []
         for row in sims:
-            top = row.argsort()[::-1][: self.top_n]
+            top = row.argsort()[::-1][: top_n or self.top_n]
             out.append([self.vocabulary[j] for j in top if row[j] >= self.threshold])
         return out

@@ -22,7 +22,8 @@ from typing import Any, Callable
 import numpy as np
 
 from skills.learned import KnnPredictor, correctness_matrix, item_embeddings, load_questions
-from skills.scoring import DeclaredPrior, SkillSimilarity, base_accuracy, build_counts, declared_of, smoothed_scores
+from skills.scoring import DeclaredPrior, SkillSimilarity, base_accuracy, build_counts, declared_of, rank_weights, \
+    smoothed_scores
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class SkillScorer:
         out = np.empty((len(keywords), len(experts)))
         for j, e in enumerate(experts):
             for i, kws in enumerate(keywords):
-                out[i, j] = float(np.mean(prior.means(e, kws, self.lift))) if kws else prior.base.get(e, 0.5)
+                out[i, j] = float(rank_weights(len(kws)) @ prior.means(e, kws, self.lift)) if kws else prior.base.get(e, 0.5)
         return out
 
     def learned(self, vectors: np.ndarray, keywords: list[list[str]], experts: list[str]) -> np.ndarray:

@@ -10,8 +10,9 @@ posterior instead::
 ``base(e)`` is the expert's Laplace-smoothed accuracy over its whole profile and ``declared(e, kw)``
 in [0, 1] says how close ``kw`` is to the skills (and categories) the registry declares for ``e``
 (MiniLM cosine, rescaled). With no data a cell is its prior (declared expertise); with many answers
-it is the measured accuracy. An expert's score for a question is the mean posterior over the
-question's keywords; experts are weighted ``softmax(score / tau)``.
+it is the measured accuracy. An expert's score for a question is the posterior averaged over the
+question's keywords, weighted 1, 1/2, 1/3, ... by extraction rank; experts are weighted
+``softmax(score / tau)``.
 
 Example::
 
@@ -87,14 +88,21 @@ def smoothed_scores(
     """Mean Beta-posterior accuracy of each expert over ``keywords`` (the prior mean when unseen)."""
     if not keywords:
         return np.array([prior.base.get(e, 0.5) for e in experts], dtype=float)
+    w = rank_weights(len(keywords))
     out = np.empty(len(experts), dtype=float)
     for i, e in enumerate(experts):
         m = prior.means(e, keywords, lift)
         cells = counts.get(e, {})
         c = np.array([cells.get(kw, (0, 0))[0] for kw in keywords], dtype=float)
         n = np.array([cells.get(kw, (0, 0))[1] for kw in keywords], dtype=float)
-        out[i] = float(np.mean((c + strength * m) / (n + strength)))
+        out[i] = float(w @ ((c + strength * m) / (n + strength)))
     return out
+
+
+def rank_weights(n: int) -> np.ndarray:
+    """Weights 1, 1/2, 1/3, ... normalised: an extractor's best-matching keyword counts most."""
+    w = 1.0 / np.arange(1, n + 1)
+    return w / w.sum()
 
 
 def softmax_weights(scores: np.ndarray, tau: float) -> np.ndarray:
