@@ -118,10 +118,12 @@ def is_ready(folder: Path, recipe: LocalRecipe | None = None) -> bool:
     if recipe is None:
         return True
     try:
-        current = [{"path": str(p), "bytes": p.stat().st_size} for p in source_files(recipe)]
+        current = [(p.name, p.stat().st_size) for p in source_files(recipe)]
     except ModelNotFoundError:
         return True
-    return current == info.get("sources")
+    # by file name and size, not path: the same packages in another venv (a second checkout, CI's
+    # fresh clone pointed at a shared EXPERTMIX_MODELS_DIR) are the same sources
+    return current == [(Path(s["path"]).name, s["bytes"]) for s in info.get("sources") or []]
 
 
 def read_marker(folder: Path) -> dict | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 import time
 
 import pytest
@@ -90,6 +91,18 @@ def test_changed_source_packages_trigger_a_new_conversion_but_missing_ones_do_no
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: None)  # packages uninstalled
     ensure_models([SMOL], models_dir=tmp_path, progress=False)
     assert fake.calls == 2
+
+
+@pytest.mark.unit
+def test_the_same_packages_in_another_venv_need_no_new_conversion(tmp_path, fake):
+    ensure_models([SMOL], models_dir=tmp_path, progress=False)
+    marker_path = tmp_path / SMOL / MARKER
+    marker = json.loads(marker_path.read_text())
+    for source in marker["sources"]:  # as if converted from a second checkout's venv
+        source["path"] = str(Path("/elsewhere/.venv/site-packages") / Path(source["path"]).name)
+    marker_path.write_text(json.dumps(marker))
+    ensure_models([SMOL], models_dir=tmp_path, progress=False)
+    assert fake.calls == 1
 
 
 @pytest.mark.unit
