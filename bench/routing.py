@@ -46,7 +46,7 @@ def question_file(n: int) -> list[str]:
     from routers.category_train import user_prompt_examples
     from routers.sources import EVAL_FILE
 
-    texts = [json.loads(line)["question"] for line in EVAL_FILE.read_text(encoding="utf-8").splitlines()]
+    texts = [json.loads(line)["question"] for line in EVAL_FILE.read_text(encoding="utf-8").split("\n") if line.strip()]
     texts += [r.text for r in user_prompt_examples()]
     unique = list(dict.fromkeys(t for t in texts if t.strip()))
     random.Random(0).shuffle(unique)

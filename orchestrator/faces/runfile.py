@@ -47,7 +47,7 @@ def jsonl_objects(path: Path, *, needs: tuple[str, ...]) -> Iterator[tuple[str, 
         raise InputError(f"{path}:{line}: not UTF-8 text (byte {exc.start})",
                          hint="save the file as UTF-8 JSONL") from None
     wanted = " and ".join(f"`{n}`" for n in needs)
-    for n, line in enumerate(text.splitlines(), start=1):
+    for n, line in enumerate(text.split("\n"), start=1):  # JSON strings may hold U+2028: not a line end here
         if not line.strip():
             continue
         where = f"{path}:{n}"
