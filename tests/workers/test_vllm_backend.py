@@ -99,6 +99,22 @@ def test_max_tokens_stops_with_length(smollm_backend):
 
 
 @pytest.mark.integration
+def test_a_failed_batch_leaves_the_engine_clean_for_the_next(smollm_backend):
+    """A prompt vLLM cannot preprocess fails its batch; the prompts added before it must not stay in
+    the engine, or the next batch's step loop waits for them for ever."""
+    from orchestrator.errors import BackendError
+
+    ok = GenerationRequest(key="r/q0/e", model="smollm2-135m", messages=[{"role": "user", "content": "Say hi."}],
+                           sampling=Sampling(max_tokens=4))
+    bad = ok.model_copy(update={"key": "r/q1/e", "messages": [{"role": "user", "content": "Say \ud800 hi."}]})
+    with pytest.raises(BackendError):
+        smollm_backend.generate([ok, bad])
+    assert not smollm_backend._llm.llm_engine.output_processor.request_states
+    (again,) = smollm_backend.generate([ok])
+    assert again.text.strip()
+
+
+@pytest.mark.integration
 def test_unload_gives_the_memory_back(real_pool):
     real_pool.acquire("smollm2-135m")
     loaded = _rss_gib()

@@ -130,6 +130,7 @@ class VllmBackend:
             raise BackendError(f"model {self.spec.name!r} is not loaded", hint="call load() before generate()")
         params = [to_sampling_params(r.sampling) for r in requests]
         inputs = [conversation(r) if self.spec.chat else completion_text(r) for r in requests]
+        self._drop_leftovers("before a batch")
         t0 = time.perf_counter()
         try:
             if self.spec.chat:
@@ -137,12 +138,26 @@ class VllmBackend:
             else:
                 outputs = self._llm.generate(inputs, params, use_tqdm=False)
         except Exception as exc:
+            self._drop_leftovers("after a failed batch")
             raise BackendError(
                 f"model {self.spec.name!r}: generation of {len(requests)} requests failed: {type(exc).__name__}: {exc}",
                 hint="check prompt lengths against max_model_len and the sampling settings",
             ) from exc
         share = (time.perf_counter() - t0) / len(requests)
         return [_completion(req, out, self.spec.name, share) for req, out in zip(requests, outputs)]
+
+    def _drop_leftovers(self, when: str) -> None:
+        """Abort requests a failed batch left in the engine.
+
+        vLLM adds a batch's prompts one by one; when one fails to preprocess (a lone surrogate, say),
+        those added before it stay registered, and the next batch's step loop would wait for them
+        for ever. Aborting them keeps one bad batch from hanging every later one.
+        """
+        engine = self._llm.llm_engine
+        left = list(getattr(engine.output_processor, "request_states", {}))
+        if left:
+            log.warning("vllm engine for %s: aborting %d requests left %s", self.spec.name, len(left), when)
+            engine.abort_request(left, internal=True)
 
     def generate_stream(self, requests: list[GenerationRequest], on_delta: DeltaCallback) -> list[Completion]:
         """Like :meth:`generate` (one engine batch), reporting each request's text deltas as they come."""
