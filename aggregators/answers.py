@@ -60,6 +60,7 @@ class Candidate:
     count: int = 0
     texts: list[str] = field(default_factory=list)
     experts: list[str] = field(default_factory=list)
+    finish_reasons: list[str | None] = field(default_factory=list)  # of each text's call
 
 
 def tally(answers: list[ExpertAnswer], kind: str, *, by: str = "count") -> list[Candidate]:
@@ -74,6 +75,7 @@ def tally(answers: list[ExpertAnswer], kind: str, *, by: str = "count") -> list[
         c.count += 1
         c.texts.append(a.text.strip())
         c.experts.append(a.expert)
+        c.finish_reasons.append(a.finish_reason)
     key = (lambda c: (c.weight, c.count)) if by == "score" else (lambda c: (c.count, c.weight))
     return sorted(cands.values(), key=key, reverse=True)
 

@@ -91,13 +91,15 @@ class SelectAggregator:
             else:
                 chosen = cands[0]
                 notes.append(f"select: the judge named no candidate; used the score-weighted vote ({chosen.value})")
-            out.append(Aggregated(answer=chosen.texts[0], aggregator=self.name, model=model_name, notes=notes))
+            out.append(Aggregated(answer=chosen.texts[0], aggregator=self.name, model=model_name, notes=notes,
+                                  finish_reason=chosen.finish_reasons[0]))
         return out
 
     def _without_judge(self, item: AggregationItem, cands: list[Candidate]) -> Aggregated:
         if cands:
-            return Aggregated(answer=cands[0].texts[0], aggregator=self.name,
+            return Aggregated(answer=cands[0].texts[0], aggregator=self.name, finish_reason=cands[0].finish_reasons[0],
                               notes=[f"select: one final answer ({cands[0].value}); no judge call"])
         best = max(item.answers, key=lambda a: a.score) if item.answers else None
         return Aggregated(answer=best.text.strip() if best else "", aggregator=self.name,
+                          finish_reason=best.finish_reason if best else None,
                           notes=["select: no extractable answer; used the top-scored expert's answer"])

@@ -78,7 +78,8 @@ class SynthesisAggregator:
             if req is None:
                 out.append(self._passed(item, kind))
             else:
-                out.append(self._fused(item, kind, done[req.key].text, model_name, source))
+                fused = self._fused(item, kind, done[req.key].text, model_name, source)
+                out.append(fused.model_copy(update={"finish_reason": done[req.key].finish_reason}))
         return out
 
     def _needs_call(self, item: AggregationItem, kind: str) -> bool:
@@ -93,7 +94,8 @@ class SynthesisAggregator:
         best = max(item.answers, key=lambda a: a.score) if item.answers else None
         note = "synthesis skipped: a single distinct expert answer" if len(item.answers) <= 1 or kind == "text" \
             else f"synthesis skipped: all {len(item.answers)} experts agree"
-        return Aggregated(answer=strip_reasoning(best.text) if best else "", aggregator=self.name, model=None, notes=[note])
+        return Aggregated(answer=strip_reasoning(best.text) if best else "", aggregator=self.name, model=None, notes=[note],
+                          finish_reason=best.finish_reason if best else None)
 
     def _fused(self, item: AggregationItem, kind: str, text: str, model: str, source: str) -> Aggregated:
         text = text.strip()

@@ -49,11 +49,13 @@ class VoteAggregator:
         if not cands:
             best = max(item.answers, key=lambda a: a.score) if item.answers else None
             return Aggregated(answer=best.text.strip() if best else "", aggregator=self.name, confidence=0.0,
+                              finish_reason=best.finish_reason if best else None,
                               notes=[f"vote: no extractable {kind} answer; used the top-scored expert's answer"])
         ranked = sorted(cands, key=lambda c: -c.count)
         shown = ", ".join(f"{c.value}: {c.count}" + (f" ({c.weight:.3g})" if self.weights == "score" else "") for c in ranked)
         winner = cands[0]
         answer = winner.texts[0] if kind == "text" else winner.value
+        finish = winner.finish_reasons[0] if kind == "text" else None  # an extracted value is not cut
         agreement = winner.count / max(1, len(item.answers))  # what a cascade escalates on
-        return Aggregated(answer=answer, aggregator=self.name, confidence=round(agreement, 4),
+        return Aggregated(answer=answer, aggregator=self.name, confidence=round(agreement, 4), finish_reason=finish,
                           notes=[f"vote ({kind}, by {self.weights}): {shown}"])

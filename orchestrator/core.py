@@ -125,6 +125,7 @@ class ExpertAnswer(BaseModel):
     text: str
     score: float = 0.0
     completion_tokens: int = 0
+    finish_reason: str | None = None  # the backend's: "length" when cut at max_tokens
 
 
 class ExpertChoice(BaseModel):
@@ -196,6 +197,7 @@ class Result(BaseModel):
     status: Literal["ok", "error"] = "ok"
     error: str | None = None
     error_type: str | None = None  # the error's code, e.g. input_error (the gateway answers 400)
+    finish_reason: str | None = None  # of the call whose text is the answer (Aggregated.finish_reason)
 
 
 # ---- routing ---------------------------------------------------------------------------------
@@ -241,13 +243,19 @@ class AggregationItem(BaseModel):
 
 
 class Aggregated(BaseModel):
-    """One fused answer (the ``final`` port value)."""
+    """One fused answer (the ``final`` port value).
+
+    ``finish_reason`` is that of the generating call whose text the answer is (the aggregator's
+    own call, or the expert answer passed through): ``"length"`` when it stopped at
+    ``max_tokens``; None when no call's text is the answer as such (an extracted vote value).
+    """
 
     answer: str
     aggregator: str
     model: str | None = None
     confidence: float | None = None  # e.g. the share of answers that agree with a vote's winner
     notes: list[str] = Field(default_factory=list)
+    finish_reason: str | None = None
 
 
 # ---- ports: what travels along an edge, declared once ------------------------------------------

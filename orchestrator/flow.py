@@ -24,6 +24,8 @@ from orchestrator.context import RunContext
 from orchestrator.core import (
     NODE_TYPES,
     Aggregated,
+    Completion,
+    ExpertAnswer,
     Finals,
     Node,
     Question,
@@ -82,8 +84,8 @@ class _LlmNode(Node):
             raise PipelineValidationError(f"node {name!r}: max_tokens must be >= 1", hint="e.g. max_tokens: 160")
         self.model, self.max_tokens, self.temperature = model, max_tokens, temperature
 
-    def _generate(self, ctx: RunContext, prompts: dict[str, tuple[str, str]], step: str) -> tuple[str, dict[str, str]]:
-        """``{question id: (system, user)}`` -> ``(model, {question id: text})`` in ONE batch."""
+    def _generate(self, ctx: RunContext, prompts: dict[str, tuple[str, str]], step: str) -> tuple[str, dict[str, Completion]]:
+        """``{question id: (system, user)}`` -> ``(model, {question id: completion})`` in ONE batch."""
         model_name = self.model or ctx.registry.aggregator_model or ctx.registry.used_models()[0]
         model = ctx.registry.model(model_name)
         sampling = Sampling(temperature=self.temperature, max_tokens=self.max_tokens)
@@ -91,7 +93,7 @@ class _LlmNode(Node):
                     for qid, (system, user) in prompts.items()}
         done = ctx.dispatcher.run_batches({model_name: list(requests.values())}, label=self.name,
                                           progress=ctx.progress) if requests else {}
-        return model_name, {qid: done[r.key].text for qid, r in requests.items()}
+        return model_name, {qid: done[r.key] for qid, r in requests.items()}
 
 
 @NODE_TYPES.register("decompose")
@@ -115,7 +117,7 @@ class DecomposeNode(_LlmNode):
         model, replies = self._generate(ctx, prompts, "decompose")
         out = []
         for q in questions:
-            parts = parse_subquestions(replies[q.id], self.max_parts)
+            parts = parse_subquestions(replies[q.id].text, self.max_parts)
             notes = [] if parts else [f"{self.name}: no sub-questions in the reply; kept the question whole"]
             parts = parts or [q.text]
             subs = [Question(id=f"{q.id}/{j + 1}", text=t) for j, t in enumerate(parts)]
@@ -144,17 +146,22 @@ class ComposeNode(_LlmNode):
     def run(self, ctx: RunContext, *, questions: Questions, subquestions: SubQuestions,
             answers: SubAnswers) -> dict[str, Any]:
         parts: dict[str, list[tuple[str, str]]] = {}
+        best: dict[str, list[ExpertAnswer | None]] = {}
         for q, subs, per_sub in zip(questions, subquestions, answers):
-            parts[q.id] = [(s.text, max(a, key=lambda x: x.score).text if a else "") for s, a in zip(subs, per_sub)]
+            best[q.id] = [max(a, key=lambda x: x.score) if a else None for a in per_sub]
+            parts[q.id] = [(s.text, b.text if b else "") for s, b in zip(subs, best[q.id])]
         prompts = {q.id: (COMPOSE_SYSTEM, compose_user_prompt(q.text, parts[q.id]))
                    for q in questions if not _whole(q, parts[q.id])}
         model, replies = self._generate(ctx, prompts, "compose")
         finals = []
         for q in questions:
             if q.id in replies:
-                f = Aggregated(answer=replies[q.id].strip(), aggregator="compose", model=model)
+                f = Aggregated(answer=replies[q.id].text.strip(), aggregator="compose", model=model,
+                               finish_reason=replies[q.id].finish_reason)
             else:
+                whole = best[q.id][0] if best[q.id] else None
                 f = Aggregated(answer=strip_reasoning(parts[q.id][0][1]), aggregator="compose",
+                               finish_reason=whole.finish_reason if whole else None,
                                notes=["compose skipped: the question was not decomposed"])
             ctx.record(q.id, final=f.model_dump(), notes=list(f.notes))
             finals.append(f)

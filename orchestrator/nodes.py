@@ -137,7 +137,8 @@ class ExpertsNode(Node):
                 comp = done[r.key]
                 texts = comp.texts if r.sampling.n > 1 and comp.texts else [comp.text]
                 row.extend(ExpertAnswer(expert=e, model=r.model, text=t, score=score / len(texts),
-                                        completion_tokens=comp.completion_tokens // len(texts)) for t in texts)
+                                        completion_tokens=comp.completion_tokens // len(texts),
+                                        finish_reason=comp.finish_reason) for t in texts)
             ctx.record(q.id, answers=[a.model_dump() for a in row], **({"references": len(ref)} if ref else {}))
             answers.append(row)
         return {"answers": answers}

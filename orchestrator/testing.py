@@ -43,7 +43,9 @@ CONTRACT_QUESTIONS = [
 class FakeDispatcher:
     """A fake dispatcher for tests: records every batch; answers with ``reply(request)``.
 
-    ``loads`` counts a model's first batch, like a pool that never evicts.
+    A reply longer than the request's ``max_tokens`` (counted in words) is cut there with
+    ``finish_reason="length"``, as a model would be; otherwise ``"stop"``. ``loads`` counts a
+    model's first batch, like a pool that never evicts.
     """
 
     def __init__(self, reply: Callable[[GenerationRequest], str] | None = None) -> None:
@@ -61,7 +63,10 @@ class FakeDispatcher:
             if model not in self.loads:
                 self.loads[model] += 1
             for r in reqs:
-                out[r.key] = Completion(key=r.key, model=model, text=self.reply(r), completion_tokens=3)
+                words = self.reply(r).split(" ")
+                cut = len(words) > r.sampling.max_tokens
+                out[r.key] = Completion(key=r.key, model=model, text=" ".join(words[:r.sampling.max_tokens]),
+                                        completion_tokens=3, finish_reason="length" if cut else "stop")
         return out
 
     def model_loads(self) -> dict[str, int]:

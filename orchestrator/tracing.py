@@ -86,7 +86,8 @@ def _result(state: "RunState", row: Row, question, final, loads: dict[str, int])
     if failed is not None:
         return Result(**common, answer="", experts=[], aggregator=None, status="error", error=failed,
                       error_type=state.error_types.get(row, "pipeline_error"))
-    return Result(**common, answer=final.answer, experts=_experts(routing), aggregator=final.aggregator)
+    return Result(**common, answer=final.answer, experts=_experts(routing), aggregator=final.aggregator,
+                  finish_reason=final.finish_reason)
 
 
 def _failure_path(state: "RunState", row: Row) -> list[TraceStep]:

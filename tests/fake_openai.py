@@ -4,7 +4,7 @@ A real HTTP server (uvicorn in a thread) that answers ``POST /v1/chat/completion
 OpenAI endpoint, plain or streamed (SSE, with ``stream_options.include_usage``), so experts served
 through the REAL litellm backend can be tested without a provider. The answer is deterministic:
 ``"<model> says: <first words of the last user message>"``, one word per chunk, ``token_delay_s``
-apart. ``stats`` counts requests, streamed requests and streams the client closed early.
+apart, cut after ``max_tokens`` words (then ``finish_reason: "length"``, as a model stopped there). ``stats`` counts requests, streamed requests and streams the client closed early.
 
 Example::
 
@@ -69,20 +69,23 @@ class FakeOpenAI:
         self.stats["requests"] += 1
         self.received.append(body)
         model = body.get("model", "fake")
-        text = fake_answer(model, body.get("messages", []))
+        text, finish = fake_answer(model, body.get("messages", [])), "stop"
+        limit = body.get("max_tokens")
+        if isinstance(limit, int) and len(text.split()) > limit:
+            text, finish = " ".join(text.split()[:limit]), "length"
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(text.split()),
                  "total_tokens": prompt_tokens + len(text.split())}
         if not body.get("stream"):
             return JSONResponse({"id": "fake-1", "object": "chat.completion", "created": int(time.time()),
                                  "model": model, "usage": usage, "choices": [
-                                     {"index": 0, "finish_reason": "stop",
+                                     {"index": 0, "finish_reason": finish,
                                       "message": {"role": "assistant", "content": text}}]})
         self.stats["streamed"] += 1
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return StreamingResponse(self._chunks(model, text, usage, include_usage), media_type="text/event-stream")
+        return StreamingResponse(self._chunks(model, text, usage, include_usage, finish), media_type="text/event-stream")
 
-    async def _chunks(self, model: str, text: str, usage: dict, include_usage: bool):
+    async def _chunks(self, model: str, text: str, usage: dict, include_usage: bool, finish_reason: str):
         def chunk(delta: dict, finish: str | None = None, **extra: Any) -> str:
             body = {"id": "fake-1", "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
@@ -95,7 +98,7 @@ class FakeOpenAI:
                 if self.token_delay_s:
                     await asyncio.sleep(self.token_delay_s)
                 yield chunk({"content": piece})
-            yield chunk({}, "stop")
+            yield chunk({}, finish_reason)
             if include_usage:
                 yield f"data: {json.dumps({'id': 'fake-1', 'object': 'chat.completion.chunk', 'model': model, 'choices': [], 'usage': usage})}\n\n"
             yield "data: [DONE]\n\n"

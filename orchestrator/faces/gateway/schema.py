@@ -150,6 +150,12 @@ def usage_of(result: Result) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+def finish_reason(result: Result) -> str:
+    """OpenAI's ``finish_reason`` for an answer: ``"length"`` when the call whose text is the answer
+    stopped at ``max_tokens`` (the backend said so), else ``"stop"``."""
+    return "length" if result.finish_reason == "length" else "stop"
+
+
 def chat_completion(results: Result | list[Result], *, request_id: str, model: str) -> dict[str, Any]:
     """A ``chat.completion`` object with one choice per result (``n``), the first one's trace
     under ``expertmix``, and usage summed over every model call of every choice."""
@@ -165,7 +171,7 @@ def chat_completion(results: Result | list[Result], *, request_id: str, model: s
         "created": int(time.time()),
         "model": model,
         "choices": [{"index": i, "message": {"role": "assistant", "content": r.answer},
-                     "finish_reason": "stop", "logprobs": None} for i, r in enumerate(results)],
+                     "finish_reason": finish_reason(r), "logprobs": None} for i, r in enumerate(results)],
         "usage": usage,
         "expertmix": trace,
     }

@@ -36,6 +36,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from orchestrator.core import RoutingDecision
 from orchestrator.errors import ExpertmixError, InputError
+from orchestrator.faces.gateway.schema import finish_reason
 
 log = logging.getLogger("orchestrator.gateway")
 
@@ -275,7 +276,7 @@ async def _ending(run: asyncio.Future, answer: AnswerText, chunks: _Chunks, shap
         log.warning("[%s] streamed text diverged from the final answer", chunks.id)
         extra["answer"] = result.answer
         extra["stream_note"] = "the streamed text differs from the final answer (sampling on a retried node)"
-    yield chunks.event({}, finish_reason="stop", expertmix=extra)
+    yield chunks.event({}, finish_reason=finish_reason(result), expertmix=extra)
     if chunks.include_usage:
         yield chunks.event(None, usage=body.get("usage"))
     yield "data: [DONE]\n\n"

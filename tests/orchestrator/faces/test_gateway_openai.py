@@ -219,3 +219,57 @@ def test_n_above_one_with_stream_is_a_400(served):
     r = chat(client, n=2, stream=True)
     assert r.status_code == 400 and "`n` > 1 cannot be streamed" in r.json()["error"]["message"]
     assert dispatcher.requests == []
+
+
+# ---- finish_reason: "length" when the call whose text is the answer stopped at max_tokens ------
+LONG = " ".join(["word"] * 500)  # longer than any call's max_tokens (experts: 256 or 384; synthesis: 256)
+
+
+def _finish_client(expert_reply: str, fused_reply: str) -> TestClient:
+    """Two experts on different models (synthesis must call its model); the fake cuts at max_tokens."""
+    def reply(r):
+        return fused_reply if "/aggregate/" in r.key else f"{r.model}: {expert_reply}"
+
+    orch = Orchestrator(ExpertRegistry.default(), fused_pipeline(), dispatcher=FakeDispatcher(reply=reply))
+    return TestClient(create_app(orch, api_keys=[]))
+
+
+def _streamed_finish(client, **extra) -> tuple[str | None, str]:
+    import json
+
+    r = chat(client, stream=True, **extra)
+    assert r.status_code == 200, r.text
+    chunks = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ") and line != "data: [DONE]"]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    return chunks[-1]["choices"][0]["finish_reason"], text
+
+
+@pytest.mark.parametrize("expert_reply, fused_reply, expected", [
+    ("Rayleigh scattering", "Rayleigh scattering.", "stop"),
+    (LONG, "Rayleigh scattering.", "stop"),  # only the experts were cut: the answer is whole
+    ("Rayleigh scattering", LONG, "length"),  # the synthesis call hit its max_tokens
+])
+def test_finish_reason_is_that_of_the_final_generating_call(expert_reply, fused_reply, expected):
+    with _finish_client(expert_reply, fused_reply) as client:
+        body = chat(client).json()
+        assert body["choices"][0]["finish_reason"] == expected, body["expertmix"]["trace"]["notes"]
+        answers = body["expertmix"]["trace"]["answers"]
+        assert {a["finish_reason"] for a in answers} == {"length" if expert_reply == LONG else "stop"}
+        assert _streamed_finish(client) == (expected, body["choices"][0]["message"]["content"])
+
+
+def test_a_request_max_tokens_that_cuts_the_answer_finishes_with_length():
+    with _finish_client("Rayleigh scattering", "Blue light scatters more than red light.") as client:
+        assert chat(client, max_tokens=3).json()["choices"][0]["finish_reason"] == "length"
+        finish, text = _streamed_finish(client, max_tokens=3)
+        assert (finish, text) == ("length", "Blue light scatters")
+        assert chat(client, max_tokens=30).json()["choices"][0]["finish_reason"] == "stop"
+
+
+def test_a_passed_through_expert_answer_keeps_the_experts_finish_reason():
+    """expert/NAME: one expert, synthesis passes its answer through without a call."""
+    with _finish_client(LONG, "unused") as client:
+        r = client.post("/v1/chat/completions", json={"model": "expert/coder", "messages": [QUESTION]})
+        assert r.json()["choices"][0]["finish_reason"] == "length"
+        r = client.post("/v1/chat/completions", json={"model": "expert/coder", "messages": [QUESTION], "max_tokens": 400})
+        assert r.json()["choices"][0]["finish_reason"] == "length"  # a cap only lowers the expert's own limit

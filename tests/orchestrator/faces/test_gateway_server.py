@@ -66,6 +66,18 @@ def test_expert_name_is_one_expert_without_routing(client, fake):
     assert "expert/two" in [m.id for m in client.models.list()]
 
 
+def test_finish_reason_is_length_when_the_provider_stopped_at_max_tokens(client):
+    """The fake provider cuts at max_tokens words with finish_reason "length"; litellm carries it."""
+    messages = [{"role": "user", "content": "What is 2 + 2?"}]
+    cut = client.chat.completions.create(model="expert/two", messages=messages, max_tokens=2)
+    assert (cut.choices[0].finish_reason, cut.choices[0].message.content) == ("length", "beta says:")
+    chunks = list(client.chat.completions.create(model="expert/two", messages=messages, max_tokens=2, stream=True))
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "beta says:"
+    whole = client.chat.completions.create(model="expert/two", messages=messages)
+    assert whole.choices[0].finish_reason == "stop"
+
+
 def test_what_cannot_be_honoured_is_a_400_the_client_raises(client):
     with pytest.raises(openai.BadRequestError, match="logprobs"):
         client.chat.completions.create(model="expertmix", messages=[{"role": "user", "content": "hi"}], logprobs=True)
