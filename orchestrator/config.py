@@ -69,7 +69,8 @@ class ModelSpec(BaseModel):
     ``backend: vllm`` runs ``path`` (relative paths resolve under :func:`models_dir`) in-process;
     ``local`` names the PyPI-shipped GGUF recipe that ``expertmix setup-models`` converts into it.
     ``backend: litellm`` calls ``litellm_model`` (``api_base`` and the API key's *environment
-    variable name* optional: secrets never live in YAML).
+    variable name* optional: secrets never live in YAML). ``backend: openai`` calls an
+    OpenAI-compatible server at ``api_base`` directly, asking for ``served_model`` (default: ``name``).
     """
 
     name: str
@@ -80,6 +81,7 @@ class ModelSpec(BaseModel):
     litellm_model: str | None = None
     api_base: str | None = None
     api_key_env: str | None = None
+    served_model: str | None = None
     memory_gib: float = 2.0
     max_model_len: int = 2048
     description: str = ""
@@ -92,6 +94,8 @@ class ModelSpec(BaseModel):
             raise ValueError(f"model {self.name!r}: a vllm model needs `path` or `local`")
         if self.backend == "litellm" and not self.litellm_model:
             raise ValueError(f"model {self.name!r}: a litellm model needs `litellm_model`")
+        if self.backend == "openai" and not self.api_base:
+            raise ValueError(f"model {self.name!r}: an openai model needs `api_base` (e.g. http://127.0.0.1:8000/v1)")
         return self
 
     def resolved_path(self) -> Path:

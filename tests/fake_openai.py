@@ -79,8 +79,8 @@ class FakeOpenAI:
         if not body.get("stream"):
             return JSONResponse({"id": "fake-1", "object": "chat.completion", "created": int(time.time()),
                                  "model": model, "usage": usage, "choices": [
-                                     {"index": 0, "finish_reason": finish,
-                                      "message": {"role": "assistant", "content": text}}]})
+                                     {"index": i, "finish_reason": finish, "message": {"role": "assistant", "content": text}}
+                                     for i in range(int(body.get("n") or 1))]})
         self.stats["streamed"] += 1
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return StreamingResponse(self._chunks(model, text, usage, include_usage, finish), media_type="text/event-stream")

@@ -69,14 +69,17 @@ def model_rows(registry: ExpertRegistry) -> list[dict[str, Any]]:
             "state": model_state(spec),
             "memory_gib": spec.memory_gib,
             "experts": experts,
-            "where": spec.api_base or spec.litellm_model if spec.backend == "litellm" else str(spec.resolved_path()),
+            "where": spec.api_base or spec.litellm_model if spec.backend in _REMOTE else str(spec.resolved_path()),
         })  # fmt: skip
     return rows
 
 
+_REMOTE = ("litellm", "openai")  # backends that call a server: no local folder
+
+
 def model_state(spec: ModelSpec) -> str:
-    """``ready`` / ``missing`` for local folders; ``remote`` or ``remote (no KEY)`` for litellm."""
-    if spec.backend == "litellm":
+    """``ready`` / ``missing`` for local folders; ``remote`` or ``remote (no KEY)`` for litellm and openai."""
+    if spec.backend in _REMOTE:
         if spec.api_key_env and not os.environ.get(spec.api_key_env):
             return f"remote (no {spec.api_key_env})"
         return "remote"

@@ -1,5 +1,6 @@
 """One contract every backend passes, run on FakeBackend (unit), the in-process vLLM backend on
-SmolLM2 (integration) and litellm talking to a real vLLM OpenAI-compatible server (integration).
+SmolLM2 (integration), and litellm and the direct ``openai`` backend talking to a real vLLM
+OpenAI-compatible server (integration).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ QUESTIONS = [
 
 @pytest.fixture
 def backend(request) -> Backend:
-    """The backend under contract: ``fake``, ``vllm`` (pooled SmolLM2) or ``litellm`` (server)."""
+    """The backend under contract: ``fake``, ``vllm`` (pooled SmolLM2), ``litellm`` or ``openai`` (server)."""
     kind = request.param
     if kind == "fake":
         fake = FakeBackend(ModelSpec(name="fake-model", backend="fake", path="x"))
@@ -30,8 +31,13 @@ def backend(request) -> Backend:
     if kind == "vllm":
         return request.getfixturevalue("smollm_backend")
     from workers.backends.litellm_backend import LitellmBackend
+    from workers.backends.openai_backend import OpenAIBackend
 
     base = request.getfixturevalue("vllm_server")
+    if kind == "openai":
+        direct = OpenAIBackend(ModelSpec(name="smollm2-remote", backend="openai", served_model="smollm2", api_base=base))
+        direct.load()
+        return direct
     spec = ModelSpec(name="smollm2-remote", backend="litellm", litellm_model="hosted_vllm/smollm2", api_base=base)
     remote = LitellmBackend(spec)
     remote.load()
@@ -42,6 +48,7 @@ KINDS = [
     pytest.param("fake", marks=pytest.mark.unit, id="fake"),
     pytest.param("vllm", marks=pytest.mark.integration, id="vllm"),
     pytest.param("litellm", marks=pytest.mark.integration, id="litellm"),
+    pytest.param("openai", marks=pytest.mark.integration, id="openai"),
 ]
 contract = pytest.mark.parametrize("backend", KINDS, indirect=True)
 

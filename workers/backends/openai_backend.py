@@ -1,0 +1,225 @@
+"""An OpenAI-compatible HTTP server, called directly; registered as backend ``openai``.
+
+For servers that already speak OpenAI's API (``vllm serve``, SGLang, llama.cpp's server, TGI's
+Messages API, OpenAI itself) no request translation is needed, so this backend skips litellm's
+client path: one pooled ``httpx.Client`` per model, kept from ``load`` to ``unload``, and a
+persistent thread pool sending a batch as concurrent calls (answers in request order). Measured in
+``bench/gateway.py`` (docs/benchmarks.md): a fraction of litellm's CPU time per call. Providers
+that need translation (Anthropic, Bedrock, Vertex, ...) stay on ``backend: litellm``.
+
+Chat models POST ``{api_base}/chat/completions``; base models (``chat: false``)
+``{api_base}/completions`` with a completion-style prompt. The model name sent is ``served_model``
+(default: the spec's name). The API key is read from the environment variable ``api_key_env``
+names at call time and sent as a bearer token; it is never stored on the backend or in results.
+
+Errors are sorted as the litellm backend sorts them: 408, 409, 429, 5xx answers, timeouts and lost
+connections raise ``BackendError(transient=True)``; other 4xx answers ``BackendError(transient=False)``
+with a hint.
+
+Settings: ``EXPERTMIX_OPENAI_CONCURRENCY`` (default 32 calls in flight per model; the server
+batches them), ``EXPERTMIX_OPENAI_TIMEOUT_S`` (default 120).
+
+Example (a vLLM OpenAI-compatible server on port 8000)::
+
+    >>> from orchestrator.config import ModelSpec
+    >>> spec = ModelSpec(name="smollm2", backend="openai", api_base="http://127.0.0.1:8000/v1")
+    >>> OpenAIBackend(spec).url
+    'http://127.0.0.1:8000/v1/chat/completions'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from orchestrator.config import ModelSpec, env_number
+from orchestrator.core import Completion, GenerationRequest
+from orchestrator.errors import BackendError, ConfigError, ExpertmixError
+from orchestrator.streaming import DeltaCallback
+from workers.backends.base import BACKENDS
+from workers.backends.prompting import completion_text, conversation
+
+_TRANSIENT_STATUS = {408, 409, 429}
+_HINTS = {
+    401: "check the API key in the environment variable named by `api_key_env`",
+    403: "check that the API key may use this model",
+    404: "check `api_base` (it ends in /v1) and `served_model` (the server's model name)",
+}
+
+
+@BACKENDS.register("openai")
+class OpenAIBackend:
+    """A model behind an OpenAI-compatible server. ``load`` opens a connection pool; nothing is sent."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.concurrency = int(env_number("EXPERTMIX_OPENAI_CONCURRENCY", 32))
+        self.timeout_s = env_number("EXPERTMIX_OPENAI_TIMEOUT_S", 120)
+        self._client: Any = None
+        self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{(self.spec.api_base or '').rstrip('/')}/{'chat/completions' if self.spec.chat else 'completions'}"
+
+    @property
+    def loaded(self) -> bool:
+        return self._client is not None
+
+    def load(self) -> None:
+        """Check settings and the API key variable; open the connection pool (no request is sent)."""
+        if not self.spec.api_base:
+            raise ConfigError(f"model {self.spec.name!r}: an openai model needs `api_base`",
+                              hint="e.g. api_base: http://127.0.0.1:8000/v1")
+        self._api_key()
+        import httpx
+
+        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        self._client = httpx.Client(timeout=self.timeout_s, limits=limits)
+        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"openai-{self.spec.name}")
+
+    def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
+        """Concurrent calls, one per request; completions in request order."""
+        return self._batch(requests, None)
+
+    def generate_stream(self, requests: list[GenerationRequest], on_delta: DeltaCallback) -> list[Completion]:
+        """Like :meth:`generate`, with ``stream: true`` calls: each text delta goes to ``on_delta`` as
+        the server sends it (requests with ``n > 1`` are answered whole)."""
+        return self._batch(requests, on_delta)
+
+    def unload(self) -> None:
+        """Close the connection pool and the threads."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        if self._client is not None:
+            self._client.close()
+        self._client, self._pool = None, None
+
+    # ---- calls ---------------------------------------------------------------------------------
+    def _batch(self, requests: list[GenerationRequest], on_delta: DeltaCallback | None) -> list[Completion]:
+        if not requests:
+            return []
+        if self._client is None:
+            self.load()
+        headers = {"content-type": "application/json"}
+        key = self._api_key()
+        if key:
+            headers["authorization"] = f"Bearer {key}"
+        if len(requests) == 1:  # no thread hop for a lone request
+            return [self._one(requests[0], headers, on_delta)]
+        return list(self._pool.map(lambda r: self._one(r, headers, on_delta), requests))
+
+    def _body(self, request: GenerationRequest, stream: bool) -> dict[str, Any]:
+        s = request.sampling
+        body: dict[str, Any] = {"model": self.spec.served_model or self.spec.name, "temperature": s.temperature,
+                                "top_p": s.top_p, "max_tokens": s.max_tokens, "n": s.n}
+        if self.spec.chat:
+            body["messages"] = conversation(request)
+        else:
+            body["prompt"] = completion_text(request)
+        if s.seed is not None:
+            body["seed"] = s.seed
+        if s.stop:
+            body["stop"] = list(s.stop)
+        if stream:
+            body.update(stream=True, stream_options={"include_usage": True})
+        return body
+
+    def _one(self, request: GenerationRequest, headers: dict[str, str], on_delta: DeltaCallback | None) -> Completion:
+        stream = on_delta is not None and request.sampling.n == 1
+        content = json.dumps(self._body(request, stream), ensure_ascii=False).encode()
+        t0 = time.perf_counter()
+        try:
+            if stream:
+                return self._streamed(request, content, headers, on_delta, t0)
+            resp = self._client.post(self.url, content=content, headers=headers)
+            if resp.status_code != 200:
+                raise self._status_error(request, resp.status_code, resp.text)
+            data = resp.json()
+        except ExpertmixError:
+            raise
+        except Exception as exc:
+            raise self._error(request, exc) from exc
+        choices = data.get("choices") or []
+        texts = [_choice_text(c, self.spec.chat) for c in choices]
+        usage = data.get("usage") or {}
+        return Completion(
+            key=request.key, model=self.spec.name, text=texts[0] if texts else "", texts=texts,
+            prompt_tokens=int(usage.get("prompt_tokens") or 0), completion_tokens=int(usage.get("completion_tokens") or 0),
+            latency_s=time.perf_counter() - t0, finish_reason=choices[0].get("finish_reason") if choices else None,
+        )
+
+    def _streamed(self, request: GenerationRequest, content: bytes, headers: dict[str, str],
+                  on_delta: DeltaCallback, t0: float) -> Completion:
+        """One ``stream: true`` call; closes the response (the server stops) when ``on_delta`` says so."""
+        parts: list[str] = []
+        finish, usage = None, {}
+        with self._client.stream("POST", self.url, content=content, headers=headers) as resp:
+            if resp.status_code != 200:
+                raise self._status_error(request, resp.status_code, resp.read().decode(errors="replace"))
+            for line in resp.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == "[DONE]":
+                    break
+                event = json.loads(payload)
+                usage = event.get("usage") or usage
+                if not event.get("choices"):
+                    continue
+                choice = event["choices"][0]
+                finish = choice.get("finish_reason") or finish
+                delta = (choice.get("delta") or {}).get("content") if self.spec.chat else choice.get("text")
+                if delta:
+                    parts.append(delta)
+                    if on_delta(request.key, delta) is False:
+                        finish = "cancelled"
+                        break
+        text = "".join(parts)
+        return Completion(
+            key=request.key, model=self.spec.name, text=text, texts=[text],
+            prompt_tokens=int(usage.get("prompt_tokens") or 0), completion_tokens=int(usage.get("completion_tokens") or 0),
+            latency_s=time.perf_counter() - t0, finish_reason=finish,
+        )
+
+    # ---- errors --------------------------------------------------------------------------------
+    def _api_key(self) -> str | None:
+        var = self.spec.api_key_env
+        if not var:
+            return None
+        key = os.environ.get(var)
+        if not key:
+            raise BackendError(f"model {self.spec.name!r}: the environment variable {var} (api_key_env) is not set",
+                               hint=f"export {var}=<your API key>", transient=False)
+        return key
+
+    def _status_error(self, request: GenerationRequest, status: int, body: str) -> BackendError:
+        transient = status in _TRANSIENT_STATUS or status >= 500
+        try:
+            detail = json.loads(body)["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            detail = body
+        detail = (str(detail).splitlines() or [""])[0][:300]
+        hint = "retry later; the server is busy or failing" if transient else _HINTS.get(
+            status, "check the prompt length and sampling settings for this server")
+        return BackendError(f"model {self.spec.name!r} ({self.url}): request {request.key!r} failed: "
+                            f"HTTP {status}: {detail}", hint=hint, transient=transient)
+
+    def _error(self, request: GenerationRequest, exc: Exception) -> BackendError:
+        import httpx
+
+        transient = isinstance(exc, (httpx.TransportError, TimeoutError, ConnectionError))
+        detail = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        return BackendError(f"model {self.spec.name!r} ({self.url}): request {request.key!r} failed: "
+                            f"{type(exc).__name__}: {detail}",
+                            hint="retry later; the server is unreachable or slow" if transient
+                            else "check that `api_base` is an OpenAI-compatible server", transient=transient)
+
+
+def _choice_text(choice: dict[str, Any], chat: bool) -> str:
+    if chat:
+        return (choice.get("message") or {}).get("content") or ""
+    return choice.get("text") or ""
