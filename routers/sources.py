@@ -168,14 +168,23 @@ TRAIN_CAP = {"naturalqs": 400, "writingbench": 600, "basic_skills_arithmetic": 2
              "basic_skills_common_knowledge": 300}  # keeps the big easy sources from swamping the rest
 
 
-def train_rows(sources: list[str] | None = None, seed: int = 0) -> list[Example]:
-    """The training rows of ``sources`` (default: all of :data:`TRAIN_SOURCES`), large ones sampled."""
+def train_rows(sources: list[str] | None = None, seed: int = 0, per_group: int = 0) -> list[Example]:
+    """The training rows of ``sources`` (default: all of :data:`TRAIN_SOURCES`), large ones sampled.
+
+    ``per_group`` > 0 keeps at most that many rows per (dataset, category), seeded: every source and
+    category stays represented in a much smaller set (for a slow encoder).
+    """
     rng = random.Random(seed)
     out: list[Example] = []
     for name in sources or list(TRAIN_SOURCES):
         rows = TRAIN_SOURCES[name]()
         cap = TRAIN_CAP.get(name)
         out += rng.sample(rows, cap) if cap and cap < len(rows) else rows
+    if per_group > 0:
+        groups: dict[tuple[str, str], list[Example]] = {}
+        for r in out:
+            groups.setdefault((r.source.split("/")[0], r.category), []).append(r)
+        out = [r for g in groups.values() for r in (rng.sample(g, per_group) if len(g) > per_group else g)]
     return out
 
 

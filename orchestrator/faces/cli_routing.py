@@ -52,6 +52,9 @@ def register(sub: Any) -> None:
     p.add_argument("--test-fraction", type=float, default=0.2, help="held-out share, split by item id")
     p.add_argument("--encoder", choices=["minilm", "static", "e5"], default="minilm",
                    help="features: MiniLM (default), the fast static token table, or multilingual e5")
+    p.add_argument("--per-group", type=int, default=0, metavar="N",
+                   help="with --from-packages: at most N rows per (source, category), seeded (a slower encoder "
+                        "such as e5 trains in minutes; default: all)")
     p.set_defaults(func=cmd_train_router)
 
 
@@ -283,7 +286,7 @@ def _train_from_packages(args: argparse.Namespace) -> int:
     from routers.category_train import read_labelled_jsonl, train_cross_source
     from routers.sources import train_rows
 
-    rows = train_rows() + (read_labelled_jsonl(args.data) if args.data else [])
+    rows = train_rows(per_group=args.per_group) + (read_labelled_jsonl(args.data) if args.data else [])
     print(f"training on {len(rows)} rows from {len({r.source for r in rows})} sources (embedding them first)",
           file=sys.stderr)
     model, report = train_cross_source(rows, args.out, encoder=args.encoder, C=args.C)
