@@ -22,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import re
 from fractions import Fraction
 
@@ -202,6 +203,8 @@ def _canonical_number(raw: str) -> str | None:
     try:
         value = float(s)
     except ValueError:
+        return None
+    if not math.isfinite(value):  # a run of hundreds of digits (a degenerate generation) is no answer
         return None
     if value == int(value) and abs(value) < 1e15:
         return str(int(value))

@@ -104,3 +104,11 @@ def test_code_runs_in_a_limited_subprocess():
     assert extract_code("Sure:\n```python\ndef f():\n    return 1\n```\nDone.") == "def f():\n    return 1\n"
     prog = humaneval_program("def inc(x):\n", "    return x + 1\n", "def check(c):\n    assert c(1) == 2", "inc")
     assert run_tests(prog, "").passed
+
+
+def test_a_degenerate_run_of_digits_is_no_number_not_a_crash():
+    """A small model once generated hundreds of 9s; float() gives inf and int(inf) raised,
+    which stopped a whole profiling run."""
+    assert extract_answer("The answer is " + "9" * 400, "number") is None
+    assert not is_correct("Answer: " + "9" * 400, "36", "number")
+    assert extract_answer("Answer: 36", "number") == "36"
