@@ -2,7 +2,9 @@
 
 A real HTTP server (uvicorn in a thread) that answers ``POST /v1/chat/completions`` like an
 OpenAI endpoint, plain or streamed (SSE, with ``stream_options.include_usage``), so experts served
-through the REAL litellm backend can be tested without a provider. The answer is deterministic:
+through the REAL litellm and openai backends can be tested without a provider. ``POST
+/v1/completions`` answers a base-model prompt with ``" Paris"``; a model named ``status-NNN``
+gets that HTTP status with an OpenAI error body (``"message": "scripted"``). The answer is deterministic:
 ``"<model> says: <first words of the last user message>"``, one word per chunk, ``token_delay_s``
 apart, cut after ``max_tokens`` words (then ``finish_reason: "length"``, as a model stopped there). ``stats`` counts requests, streamed requests and streams the client closed early.
 
@@ -45,9 +47,11 @@ class FakeOpenAI:
         self.token_delay_s = token_delay_s
         self.stats = {"requests": 0, "streamed": 0, "closed_early": 0}
         self.received: list[dict[str, Any]] = []  # every request body, in arrival order
+        self.headers: list[dict[str, str]] = []  # and its headers
         self.port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"])])
+        app = Starlette(routes=[Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                                Route("/v1/completions", self._completion, methods=["POST"])])
         self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
         self._thread = threading.Thread(target=self._server.run, daemon=True, name="fake-openai")
 
@@ -64,11 +68,22 @@ class FakeOpenAI:
         self._server.should_exit = True
         self._thread.join(timeout=10)
 
+    async def _completion(self, request: Request) -> Any:
+        body = await request.json()
+        self.received.append(body)
+        return JSONResponse({"id": "fake-2", "object": "text_completion", "model": body.get("model"),
+                             "choices": [{"index": 0, "text": " Paris", "finish_reason": "stop"}],
+                             "usage": {"prompt_tokens": len(str(body.get("prompt")).split()), "completion_tokens": 1}})
+
     async def _chat(self, request: Request) -> Any:
         body = await request.json()
         self.stats["requests"] += 1
         self.received.append(body)
+        self.headers.append(dict(request.headers))
         model = body.get("model", "fake")
+        scripted = re.fullmatch(r"status-(\d{3})", str(model))
+        if scripted:
+            return JSONResponse({"error": {"message": "scripted", "type": "scripted"}}, status_code=int(scripted.group(1)))
         text, finish = fake_answer(model, body.get("messages", [])), "stop"
         limit = body.get("max_tokens")
         if isinstance(limit, int) and len(text.split()) > limit:

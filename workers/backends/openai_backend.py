@@ -2,9 +2,10 @@
 
 For servers that already speak OpenAI's API (``vllm serve``, SGLang, llama.cpp's server, TGI's
 Messages API, OpenAI itself) no request translation is needed, so this backend skips litellm's
-client path: one pooled ``httpx.Client`` per model, kept from ``load`` to ``unload``, and a
-persistent thread pool sending a batch as concurrent calls (answers in request order). Measured in
-``bench/gateway.py`` (docs/benchmarks.md): a fraction of litellm's CPU time per call. Providers
+client path: one ``aiohttp`` session per model on the backend's own event loop thread, kept from
+``load`` to ``unload``; a batch is sent as concurrent calls on that loop (answers in request order),
+so a batch of 32 costs no thread hops between calls. Measured in ``bench/gateway.py``
+(docs/benchmarks.md): a fraction of litellm's CPU time per call. Providers
 that need translation (Anthropic, Bedrock, Vertex, ...) stay on ``backend: litellm``.
 
 Chat models POST ``{api_base}/chat/completions``; base models (``chat: false``)
@@ -29,10 +30,11 @@ Example (a vLLM OpenAI-compatible server on port 8000)::
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from orchestrator.config import ModelSpec, env_number
@@ -58,8 +60,9 @@ class OpenAIBackend:
         self.spec = spec
         self.concurrency = int(env_number("EXPERTMIX_OPENAI_CONCURRENCY", 32))
         self.timeout_s = env_number("EXPERTMIX_OPENAI_TIMEOUT_S", 120)
-        self._client: Any = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._session: Any = None
 
     @property
     def url(self) -> str:
@@ -67,19 +70,27 @@ class OpenAIBackend:
 
     @property
     def loaded(self) -> bool:
-        return self._client is not None
+        return self._session is not None
 
     def load(self) -> None:
-        """Check settings and the API key variable; open the connection pool (no request is sent)."""
+        """Check settings and the API key variable; start the client's event loop thread and its
+        connection pool (no request is sent)."""
         if not self.spec.api_base:
             raise ConfigError(f"model {self.spec.name!r}: an openai model needs `api_base`",
                               hint="e.g. api_base: http://127.0.0.1:8000/v1")
         self._api_key()
-        import httpx
+        if self._session is not None:
+            return
+        import aiohttp
 
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        self._client = httpx.Client(timeout=self.timeout_s, limits=limits)
-        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"openai-{self.spec.name}")
+        async def session() -> Any:
+            return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                                         connector=aiohttp.TCPConnector(limit=self.concurrency))
+
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=f"openai-{self.spec.name}", daemon=True)
+        self._thread.start()
+        self._session = asyncio.run_coroutine_threadsafe(session(), self._loop).result()
 
     def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
         """Concurrent calls, one per request; completions in request order."""
@@ -91,26 +102,35 @@ class OpenAIBackend:
         return self._batch(requests, on_delta)
 
     def unload(self) -> None:
-        """Close the connection pool and the threads."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-        if self._client is not None:
-            self._client.close()
-        self._client, self._pool = None, None
+        """Close the connection pool and stop the client's thread."""
+        if self._session is not None and self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self._session.close(), self._loop).result(timeout=30)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=30)
+            self._loop.close()
+        self._session, self._loop, self._thread = None, None, None
 
     # ---- calls ---------------------------------------------------------------------------------
     def _batch(self, requests: list[GenerationRequest], on_delta: DeltaCallback | None) -> list[Completion]:
         if not requests:
             return []
-        if self._client is None:
+        if self._session is None:
             self.load()
         headers = {"content-type": "application/json"}
         key = self._api_key()
         if key:
             headers["authorization"] = f"Bearer {key}"
-        if len(requests) == 1:  # no thread hop for a lone request
-            return [self._one(requests[0], headers, on_delta)]
-        return list(self._pool.map(lambda r: self._one(r, headers, on_delta), requests))
+        return asyncio.run_coroutine_threadsafe(self._all(requests, headers, on_delta), self._loop).result()
+
+    async def _all(self, requests: list[GenerationRequest], headers: dict[str, str],
+                   on_delta: DeltaCallback | None) -> list[Completion]:
+        # Every call runs to its end (none is left running behind a failure); the first error is raised.
+        out = await asyncio.gather(*(self._one(r, headers, on_delta) for r in requests), return_exceptions=True)
+        failed = next((c for c in out if isinstance(c, BaseException)), None)
+        if failed is not None:
+            raise failed
+        return out
 
     def _body(self, request: GenerationRequest, stream: bool) -> dict[str, Any]:
         s = request.sampling
@@ -128,17 +148,17 @@ class OpenAIBackend:
             body.update(stream=True, stream_options={"include_usage": True})
         return body
 
-    def _one(self, request: GenerationRequest, headers: dict[str, str], on_delta: DeltaCallback | None) -> Completion:
+    async def _one(self, request: GenerationRequest, headers: dict[str, str], on_delta: DeltaCallback | None) -> Completion:
         stream = on_delta is not None and request.sampling.n == 1
         content = json.dumps(self._body(request, stream), ensure_ascii=False).encode()
         t0 = time.perf_counter()
         try:
-            if stream:
-                return self._streamed(request, content, headers, on_delta, t0)
-            resp = self._client.post(self.url, content=content, headers=headers)
-            if resp.status_code != 200:
-                raise self._status_error(request, resp.status_code, resp.text)
-            data = resp.json()
+            async with self._session.post(self.url, data=content, headers=headers) as resp:
+                if resp.status != 200:
+                    raise self._status_error(request, resp.status, await resp.text(errors="replace"))
+                if stream:
+                    return await self._streamed(request, resp, on_delta, t0)
+                data = json.loads(await resp.read())
         except ExpertmixError:
             raise
         except Exception as exc:
@@ -152,32 +172,30 @@ class OpenAIBackend:
             latency_s=time.perf_counter() - t0, finish_reason=choices[0].get("finish_reason") if choices else None,
         )
 
-    def _streamed(self, request: GenerationRequest, content: bytes, headers: dict[str, str],
-                  on_delta: DeltaCallback, t0: float) -> Completion:
-        """One ``stream: true`` call; closes the response (the server stops) when ``on_delta`` says so."""
+    async def _streamed(self, request: GenerationRequest, resp: Any, on_delta: DeltaCallback, t0: float) -> Completion:
+        """Read one ``stream: true`` answer; closes the connection (the server stops) when ``on_delta`` says so."""
         parts: list[str] = []
         finish, usage = None, {}
-        with self._client.stream("POST", self.url, content=content, headers=headers) as resp:
-            if resp.status_code != 200:
-                raise self._status_error(request, resp.status_code, resp.read().decode(errors="replace"))
-            for line in resp.iter_lines():
-                if not line.startswith("data:"):
-                    continue
-                payload = line[5:].strip()
-                if payload == "[DONE]":
+        async for raw in resp.content:
+            line = raw.strip()
+            if not line.startswith(b"data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                break
+            event = json.loads(payload)
+            usage = event.get("usage") or usage
+            if not event.get("choices"):
+                continue
+            choice = event["choices"][0]
+            finish = choice.get("finish_reason") or finish
+            delta = (choice.get("delta") or {}).get("content") if self.spec.chat else choice.get("text")
+            if delta:
+                parts.append(delta)
+                if on_delta(request.key, delta) is False:
+                    finish = "cancelled"
+                    resp.close()
                     break
-                event = json.loads(payload)
-                usage = event.get("usage") or usage
-                if not event.get("choices"):
-                    continue
-                choice = event["choices"][0]
-                finish = choice.get("finish_reason") or finish
-                delta = (choice.get("delta") or {}).get("content") if self.spec.chat else choice.get("text")
-                if delta:
-                    parts.append(delta)
-                    if on_delta(request.key, delta) is False:
-                        finish = "cancelled"
-                        break
         text = "".join(parts)
         return Completion(
             key=request.key, model=self.spec.name, text=text, texts=[text],
@@ -209,9 +227,9 @@ class OpenAIBackend:
                             f"HTTP {status}: {detail}", hint=hint, transient=transient)
 
     def _error(self, request: GenerationRequest, exc: Exception) -> BackendError:
-        import httpx
+        import aiohttp
 
-        transient = isinstance(exc, (httpx.TransportError, TimeoutError, ConnectionError))
+        transient = isinstance(exc, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError, OSError))
         detail = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         return BackendError(f"model {self.spec.name!r} ({self.url}): request {request.key!r} failed: "
                             f"{type(exc).__name__}: {detail}",
