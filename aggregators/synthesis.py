@@ -59,13 +59,18 @@ class SynthesisAggregator:
                 "pass_single": self.pass_single, "answer_type": self.answer_type, "profiles": self.profiles}
 
     def aggregate(self, items: list[AggregationItem], ctx: RunContext) -> list[Aggregated]:
+        kinds = [self.answer_type if self.answer_type != "auto" else question_kind(it.question.text) for it in items]
+        calls = [self._needs_call(item, kind) for item, kind in zip(items, kinds)]
+        if not any(calls):  # every answer passes through: skip choosing the model (it reads a file)
+            if self.model:
+                ctx.registry.model(self.model)  # a pinned model the registry lacks still fails
+            return [self._passed(item, kind) for item, kind in zip(items, kinds)]
         model_name, source = aggregator_model(self.model, ctx.registry, profiles=self.profiles)
         model = ctx.registry.model(model_name)
         sampling = Sampling(temperature=self.temperature, max_tokens=self.max_tokens)
-        kinds = [self.answer_type if self.answer_type != "auto" else question_kind(it.question.text) for it in items]
         requests = {}
-        for item, kind in zip(items, kinds):
-            if self._needs_call(item, kind):
+        for item, kind, call in zip(items, kinds, calls):
+            if call:
                 stated = [(a.text, final_value(a.text, kind)) for a in item.answers]
                 user = fusion_user_prompt(item.question.text, stated, kind)
                 key = ctx.key(item.question.id, "aggregate", self.name)
