@@ -23,7 +23,8 @@ pytestmark = pytest.mark.integration
 
 ROWS = [json.loads(line) for line in EVAL_FILE.read_text(encoding="utf-8").split("\n") if line.strip()]
 # measured values (docs/routers.md) minus ~0.03: far below the 0.85 / 0.80 target, see there
-ACCURACY_FLOOR, MACRO_F1_FLOOR = 0.47, 0.43  # measured 0.509 / 0.469 (cascade: static -> MiniLM)
+ACCURACY_FLOOR, MACRO_F1_FLOOR = 0.53, 0.54  # measured 0.565 / 0.578 (cascade: e5 | static -> MiniLM)
+MULTILINGUAL_FLOOR = 0.85  # authored_multilingual (10 languages) measured 0.978 through the e5 stage
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +53,12 @@ def test_cascade_on_sources_never_trained_on(cascade):
     assert m["accuracy"] >= ACCURACY_FLOOR, m
     assert m["macro_f1"] >= MACRO_F1_FLOOR, m
     assert 0.0 < stages.count("minilm") / len(stages) <= 0.6  # measured 0.50
+    multi = [i for i, r in enumerate(ROWS) if r["source"] == "authored_multilingual"]
+    to_e5 = sum(stages[i] == "e5" for i in multi) / len(multi)
+    assert to_e5 >= 0.9, f"only {to_e5:.0%} of the non-English prompts reached the multilingual stage"
+    m = classification_metrics([ROWS[i]["category"] for i in multi],
+                               cascade.categories_from_probs(probs[multi]))
+    assert m["accuracy"] >= MULTILINGUAL_FLOOR, m
 
 
 def test_a_20000_character_prompt_routes_through_every_encoder(ctx):
