@@ -205,6 +205,7 @@ def evaluate(items: list[EvalItem], systems: list[System], registry: ExpertRegis
     out.parent.mkdir(parents=True, exist_ok=True)
     done = done_pairs(out)
     nodes = {s.name: Pipeline.from_dict(s.pipeline, source=s.name).compile() for s in systems}  # built once
+    warm_up_systems(nodes, RunContext(registry=registry, dispatcher=dispatcher, seed=seed, budget=budget))
     stats = {"steps": 0, "batches": {}, "shared_requests": 0, "chunks": 0, "seconds": 0.0}
     todo = sum(1 for it in items for s in systems if (s.name, it.item.id) not in done)
     bar = tqdm(total=todo, desc="eval", unit="answer", disable=not progress)
@@ -229,6 +230,17 @@ def evaluate(items: list[EvalItem], systems: list[System], registry: ExpertRegis
     stats["seconds"] = round(time.perf_counter() - t_start, 2)
     stats["model_loads"] = dict(dispatcher.model_loads())
     return stats
+
+
+def warm_up_systems(nodes: dict[str, Any], ctx: RunContext) -> None:
+    """Warm every system's nodes here, one after another, before any system thread starts.
+
+    Systems run in threads; two routers importing their encoders at once raced in transformers'
+    lazy imports ("cannot import name 'AutoTokenizer'") and stopped a whole evaluation.
+    """
+    for compiled in nodes.values():
+        for node in compiled.nodes.values():
+            node.warm_up(ctx)
 
 
 def _run_chunk(work, nodes, base: RunContext, lock: LockstepDispatcher, start: int,

@@ -131,3 +131,20 @@ def test_summary_oracle_ci_agreement_and_report(tmp_path):
     assert pareto_front([("x", 1, 0.5), ("y", 2, 0.4), ("z", 3, 0.9)]) == ["x", "z"]
     page = render_report(rows, meta={"items": 10})
     assert "<svg" in page and "oracle" in page and "Pareto" in page and "http" not in page.replace("http://www.w3.org", "")
+
+
+def test_every_router_warms_up_in_the_calling_thread_before_systems_start(tmp_path, monkeypatch):
+    """Two system threads importing their encoders at once raced in transformers' lazy imports and
+    stopped a whole evaluation; the warm-up now happens first, here, one system after another."""
+    from routers.keyword import FixedRouter, KeywordRouter
+
+    seen: list[str] = []
+    for cls in (FixedRouter, KeywordRouter):
+        original = cls.warm_up
+        monkeypatch.setattr(cls, "warm_up", lambda self, ctx, _o=original: seen.append(threading.current_thread().name) or _o(self, ctx))
+    reg = ExpertRegistry.default()
+    systems = make_systems(["ensemble-vote"], ["math-tutor"], reg)
+    evaluate([item(0, "10")], systems, reg, FakeDispatcher(reply=reply_by_model), tmp_path / "a.jsonl",
+             progress=False)
+    main = threading.current_thread().name
+    assert seen[:2] == [main, main], seen
