@@ -95,4 +95,4 @@ def test_in_domain_first_on_the_cross_source_set():
         decisions = router.route([Question(id=str(i), text=r["question"]) for i, r in enumerate(rows)], ctx)
         results[scoring] = sum(r["category"] in cats[d.names[0]] for r, d in zip(rows, decisions)) / len(rows)
     print(f"in-domain expert first on {len(rows)} cross-source prompts: {results}")
-    assert results["smoothed"] >= 0.45 and results["smoothed"] > results["paper"] + 0.15
+    assert results["smoothed"] >= 0.55 and results["smoothed"] > results["paper"] + 0.15  # measured 0.607 vs 0.119
