@@ -32,3 +32,20 @@ def make_backend(spec: ModelSpec) -> Backend:
     register through the ``expertmix.backends`` entry point group)."""
     cls = BACKENDS.get(spec.backend, where=f"model {spec.name!r}")
     return cls(spec)
+
+
+def api_key_from_env(spec: ModelSpec) -> str | None:
+    """The API key named by ``spec.api_key_env`` (None when the spec names none); a clear error
+    when the variable is unset. Remote backends (litellm, openai) share this."""
+    import os
+
+    from orchestrator.errors import BackendError
+
+    var = spec.api_key_env
+    if not var:
+        return None
+    key = os.environ.get(var)
+    if not key:
+        raise BackendError(f"model {spec.name!r}: the environment variable {var} (api_key_env) is not set",
+                           hint=f"export {var}=<your API key>", transient=False)
+    return key

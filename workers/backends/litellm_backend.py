@@ -32,7 +32,7 @@ from orchestrator.config import ModelSpec, env_number
 from orchestrator.errors import BackendError, ConfigError, ExpertmixError
 from orchestrator.core import Completion, GenerationRequest
 from orchestrator.streaming import DeltaCallback
-from workers.backends.base import BACKENDS
+from workers.backends.base import BACKENDS, api_key_from_env
 from workers.backends.prompting import completion_text, conversation
 
 _TRANSIENT = (
@@ -189,17 +189,7 @@ class LitellmBackend:
         )
 
     def _api_key(self) -> str | None:
-        var = self.spec.api_key_env
-        if not var:
-            return None
-        key = os.environ.get(var)
-        if not key:
-            raise BackendError(
-                f"model {self.spec.name!r}: the environment variable {var} (api_key_env) is not set",
-                hint=f"export {var}=<your API key>",
-                transient=False,
-            )
-        return key
+        return api_key_from_env(self.spec)
 
     def _error(self, request: GenerationRequest, exc: Exception) -> BackendError:
         kind = type(exc).__name__
