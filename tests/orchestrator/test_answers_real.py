@@ -1,0 +1,77 @@
+"""Correct answers on the real parts: the default pipeline and `expertmix eval` on real vLLM engines.
+
+A test that checks only the shape of an answer does not show a pipeline works, so these grade the
+answers (``skills.grading``) to questions whose answers are certain. Shares the session's engines
+(``real_pool``); the eval test releases them first to count the loads it causes.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from orchestrator.config import ExpertRegistry
+from orchestrator.core import Budget
+from orchestrator.faces.sdk import Orchestrator
+from orchestrator.pipeline import Pipeline
+from skills.grading import is_correct
+from workers.dispatch import LocalDispatcher
+
+pytestmark = pytest.mark.integration
+
+# (question, gold, answer type, a category the first recruited expert must cover)
+CERTAIN = [
+    ("What is 15% of 240?", "36", "number", "math"),
+    ("What is 7 * 8?", "56", "number", "math"),
+    ("Solve for x: 3x + 7 = 22.", "5", "number", "math"),
+    ("What is 144 divided by 12?", "12", "number", "math"),
+    ("Water boils at what temperature in degrees Celsius at sea level?", "100", "number", None),
+]
+
+
+def test_the_default_pipeline_answers_certain_questions_correctly_with_math_experts(real_pool):
+    registry = ExpertRegistry.default()
+    orch = Orchestrator(registry, Pipeline.load("symbolic-moe"), dispatcher=LocalDispatcher(real_pool))
+    results = orch.run([q for q, *_ in CERTAIN])
+    wrong = [(q, r.answer[-160:]) for (q, gold, kind, _), r in zip(CERTAIN, results) if not is_correct(r.answer, gold, kind)]
+    assert not wrong, wrong
+    for (q, _, _, category), r in zip(CERTAIN, results):
+        if category:
+            first = registry.expert(r.experts[0].name)
+            assert category in first.categories, (q, [e.name for e in r.experts])
+        assert r.trace.skills, q
+
+
+def test_eval_runs_pipeline_and_experts_with_each_model_loaded_once(real_pool, tmp_path):
+    """`expertmix eval`'s engine on real models: a pipeline and three single experts (one per
+    model) on user items; every model loads once for all systems, answers are graded, the math
+    expert gets the arithmetic right, and the summary has every system."""
+    from skills.eval_summary import summarize
+    from skills.evaluation import evaluate, load_items, make_systems, read_rows
+
+    for model in real_pool.resident():
+        real_pool.release(model)  # count the loads this run causes, from cold
+    before = dict(real_pool.loads)
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"id": "mul", "question": "What is 7 * 8?", "answer": "56", "answer_type": "numeric"},
+        {"id": "pct", "question": "What is 15% of 240?", "answer": "36", "answer_type": "numeric"},
+        {"id": "sky", "question": "Is the sky blue on a clear day?", "answer": "yes", "answer_type": "boolean"},
+    ]))
+    registry = ExpertRegistry.default()
+    items = load_items((), [data])
+    systems = make_systems(["symbolic-moe"], ["math-tutor", "generalist", "encyclopedia"], registry)
+    out = tmp_path / "answers.jsonl"
+    stats = evaluate(items, systems, registry, LocalDispatcher(real_pool), out, chunk_size=8, progress=False,
+                     budget=Budget(max_tokens=160))
+    loads = {m: n - before.get(m, 0) for m, n in real_pool.loads.items() if n - before.get(m, 0)}
+    assert loads == {"smollm2-135m": 1, "qwen-coder-0.5b": 1, "gemma3-270m": 1}, loads
+    rows = read_rows(out)
+    assert len(rows) == len(items) * len(systems)
+    tutor = {r["id"]: r["correct"] for r in rows if r["system"] == "expert:math-tutor"}
+    assert tutor["mul"] and tutor["pct"], [r for r in rows if r["system"] == "expert:math-tutor"]
+    # one lockstep chunk: no model got more batches than there were steps
+    assert all(n <= stats["steps"] for n in stats["batches"].values()), stats
+    summary = summarize(rows)
+    assert {"symbolic-moe", "expert:math-tutor"} <= set(summary["systems"]), summary["systems"]
