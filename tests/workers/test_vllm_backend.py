@@ -162,6 +162,8 @@ def test_the_fusion_thread_cap_holds_only_inside_its_block(monkeypatch):
     torch = pytest.importorskip("torch")
     from workers.fusion.lm import torch_threads
 
+    # once a vLLM engine has started in this process, torch.set_num_threads is vLLM's no-op
+    monkeypatch.setattr(torch, "set_num_threads", torch._C.set_num_threads)
     start = torch.get_num_threads()
     monkeypatch.setenv("EXPERTMIX_TORCH_THREADS", str(start + 1))
     with torch_threads():
