@@ -14,6 +14,17 @@ for law, business and the humanities. Multiple choice is graded by log-likelihoo
 
 ``all`` runs the three in order. ``finish`` prints per-expert accuracy per task and stores the
 same table in ``manifest.json``.
+
+Rows that say how an expert answers in a pipeline (generated text, graded like ``expertmix eval``)
+come from an ``expertmix eval`` run on VALIDATION items, one persona per model::
+
+    expertmix eval --split validation --limit 32 --task gsm8k ... --expert generalist \
+        --expert scientist --expert encyclopedia --out EVAL_DIR
+    python -m skills.default_profiles --out DIR import-eval --eval EVAL_DIR --task gsm8k ... --limit 32
+    python -m skills.default_profiles --out DIR finish
+
+``import-eval`` replaces a model's log-likelihood row of the same item (the pipeline never answers
+by log-likelihood), adds the items, and re-embeds every question.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ import json
 import random
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -165,8 +176,10 @@ def step_finish(out: Path) -> dict[str, Any]:
     store.write_profiles({e: registry.model_of(e).name for e in experts}, keywords)
     table = accuracy_table(rows)
     manifest = {"questions": len(complete), "experts": experts, "answers": len(rows),
-                "profiling": "per model (log-likelihood multiple choice, CoT GSM8K, executed MBPP); rows shared "
-                             "by the personas of a model", "splits": "validation only",
+                "profiling": "per model (log-likelihood multiple choice, CoT GSM8K, executed MBPP; generated answers "
+                             "graded like `expertmix eval` where imported with import-eval); rows shared by the "
+                             "personas of a model",
+                "kinds": dict(sorted(Counter(r.get("kind", "?") for r in results if r["id"] in complete).items())), "splits": "validation only",
                 "tasks": {t: n for t, n in CHOICE_MIX + GEN_MIX}, "gen_max_tokens": GEN_MAX_TOKENS,
                 "accuracy_by_task": {t: {e: round(c / n, 4) for e, (c, n) in cells.items()} for t, cells in table.items()},
                 "items_by_task": {t: max(c[1] for c in cells.values()) for t, cells in table.items()}}
@@ -175,21 +188,76 @@ def step_finish(out: Path) -> dict[str, Any]:
     return manifest
 
 
+def step_import_eval(out: Path, eval_dir: Path, tasks: list[str], *, split: str, limit: int | None,
+                     seed: int) -> int:
+    """Generated-answer rows from an ``expertmix eval`` run become the models' profile results."""
+    from orchestrator.config import ExpertRegistry
+    from skills.embeddings import Embedder
+    from skills.evaluation import load_items
+    from skills.extract import make_extractor
+
+    if split == "test":
+        raise SystemExit("import-eval: refusing test-split answers (profiles use validation items only)")
+    registry = ExpertRegistry.default()
+    items = {e.item.id: e for e in load_items(tasks, split=split, limit=limit, seed=seed)}
+    answers = [r for r in read_rows(eval_dir / "answers.jsonl") if r["system"].startswith("expert:")]
+    new: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in answers:
+        if r["id"] not in items:
+            continue
+        model = registry.model_of(r["system"].split(":", 1)[1]).name
+        new[(r["id"], model)] = {"id": r["id"], "task": r["task"], "model": model, "kind": "generate",
+                                 "correct": bool(r["correct"]), "extracted": r.get("extracted"),
+                                 "from": f"expertmix eval ({r['system']})"}
+    if not new:
+        raise SystemExit(f"import-eval: no single-expert answers of the given tasks in {eval_dir / 'answers.jsonl'}")
+    store = ResultStore(out)
+    kept = [r for r in store.rows if (r["id"], r["model"]) not in new]
+    rows = kept + list(new.values())
+    store.path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    saved = read_rows(out / ITEMS_FILE)
+    known = {r["id"]: r for r in saved}
+    for item_id in dict.fromkeys(i for i, _ in new):
+        it = items[item_id].item
+        row = {"id": it.id, "question": it.question, "answer": it.answer, "answer_type": it.answer_type,
+               "choices": it.choices, "category": it.category, "source": items[item_id].task, "split": split,
+               "kind": "eval"}
+        known[item_id] = {**known.get(item_id, {}), **row}
+    ordered = list(known.values())
+    vectors = Embedder.shared().encode([r["question"] for r in ordered], batch_size=32)
+    keywords = make_extractor("embedding").keywords_from_vectors(vectors)
+    for r, kws in zip(ordered, keywords):
+        r["keywords"] = kws
+    (out / ITEMS_FILE).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered), encoding="utf-8")
+    save_item_embeddings(out, [r["id"] for r in ordered], vectors)
+    print(f"import-eval: {len(new)} generated answers of {len({i for i, _ in new})} items "
+          f"({len(store.rows) - len(kept)} log-likelihood rows replaced) -> {store.path}", file=sys.stderr)
+    return len(new)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=["items", "run", "finish", "all"])
+    ap.add_argument("step", choices=["items", "run", "import-eval", "finish", "all"])
     ap.add_argument("--out", type=Path, required=True, help="profiles dir to write (resumes if it has work)")
     ap.add_argument("--models", nargs="+", default=list(MODELS), help="models to run (default: all three)")
     ap.add_argument("--minutes", type=float, default=9.0, help="stop `run` after this many minutes (resume later)")
     ap.add_argument("--max-tokens", type=int, default=GEN_MAX_TOKENS, help="chain-of-thought / code token limit")
     ap.add_argument("--no-generate", action="store_true", help="multiple choice only (skip GSM8K and MBPP)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--eval", type=Path, metavar="EVAL_DIR", help="import-eval: an `expertmix eval --split validation` folder")
+    ap.add_argument("--task", action="append", default=[], help="import-eval: the eval's tasks (repeat)")
+    ap.add_argument("--split", default="validation", help="import-eval: the eval's split (never test)")
+    ap.add_argument("--limit", type=int, help="import-eval: the eval's --limit")
     args = ap.parse_args(argv)
     random.seed(args.seed)
     if args.step in ("items", "all") and not (args.out / ITEMS_FILE).exists():
         step_items(args.out, args.seed)
     if args.step in ("run", "all"):
         step_run(args.out, args.models, args.minutes, args.max_tokens, generate=not args.no_generate)
+    if args.step == "import-eval":
+        if not args.eval or not args.task:
+            ap.error("import-eval needs --eval EVAL_DIR and the eval's --task names")
+        step_import_eval(args.out, args.eval, args.task, split=args.split, limit=args.limit, seed=args.seed)
     if args.step in ("finish", "all"):
         step_finish(args.out)
     return 0

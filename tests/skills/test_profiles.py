@@ -152,3 +152,44 @@ def test_offline_router_evaluation_on_a_synthetic_table():
     report = evaluate_router(SkillRouter(), rows, ctx, map_keywords=False)
     assert report["routed"] == 1.0 and report["random"] == pytest.approx(1 / 3, abs=1e-3)
     assert report["oracle"] == 1.0
+
+
+def test_cross_validation_ranks_settings_by_routed_correctness():
+    from skills.profile_cv import cross_validate
+    from tests.skills.fake_fleet import fake_registry
+
+    rows = [{"id": f"{topic}{i}", "expert": e, "keywords": [topic],
+             "correct": (e, topic) in {("alpha", "algebra"), ("beta", "history")}}
+            for i in range(30) for topic in ("algebra", "history") for e in ("alpha", "beta", "gamma")]
+    grid = [{"scoring": "smoothed", "prior_strength": 2.0, "tau": 0.02},
+            {"scoring": "smoothed", "prior_strength": 2.0, "tau": 50.0}]  # tau 50: weights ~uniform
+    results = cross_validate(rows, {}, grid, registry=fake_registry(), splits=2)
+    assert [r["tau"] for r in results] == [0.02, 50.0], "the sharp setting routes better and ranks first"
+    assert results[0]["routed"] > results[1]["routed"] and results[0]["oracle"] == 1.0
+    assert {"routed_sd", "best_single", "random", "heldout_questions"} <= set(results[0])
+
+
+def test_import_eval_turns_generated_answers_into_profile_rows(tmp_path):
+    from skills.default_profiles import step_import_eval
+    from skills.evaluation import load_items
+    from skills.model_profiling import ResultStore
+
+    (item,) = [e.item for e in load_items(["sciq"], split="validation", limit=1)]
+    eval_dir = tmp_path / "ev"
+    eval_dir.mkdir()
+    rows = [{"system": f"expert:{e}", "task": "sciq", "id": item.id, "correct": ok, "extracted": "A"}
+            for e, ok in (("generalist", False), ("scientist", True), ("encyclopedia", False))]
+    rows.append({"system": "symbolic-moe", "task": "sciq", "id": item.id, "correct": True})  # not an expert: skipped
+    (eval_dir / "answers.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "profiles"
+    out.mkdir()
+    (out / "model_results.jsonl").write_text(json.dumps(
+        {"id": item.id, "model": "qwen-coder-0.5b", "task": "sciq", "kind": "loglik", "correct": False}) + "\n")
+    assert step_import_eval(out, eval_dir, ["sciq"], split="validation", limit=1, seed=0) == 3
+    got = {r["model"]: r for r in ResultStore(out).rows}
+    assert set(got) == {"smollm2-135m", "qwen-coder-0.5b", "gemma3-270m"}
+    assert got["qwen-coder-0.5b"]["correct"] is True and got["qwen-coder-0.5b"]["kind"] == "generate"  # replaced
+    saved = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in saved] == [item.id] and saved[0]["keywords"]
+    with pytest.raises(SystemExit, match="test-split"):
+        step_import_eval(out, eval_dir, ["sciq"], split="test", limit=1, seed=0)
