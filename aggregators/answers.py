@@ -61,6 +61,11 @@ class Candidate:
     texts: list[str] = field(default_factory=list)
     experts: list[str] = field(default_factory=list)
     finish_reasons: list[str | None] = field(default_factory=list)  # of each text's call
+    scores: list[float] = field(default_factory=list)  # the router score of each text's expert
+
+    def best(self) -> int:
+        """Index of the best-scored response among this candidate's (the first on ties)."""
+        return max(range(len(self.texts)), key=lambda i: (self.scores[i] if i < len(self.scores) else 0.0, -i))
 
 
 def tally(answers: list[ExpertAnswer], kind: str, *, by: str = "count") -> list[Candidate]:
@@ -76,6 +81,7 @@ def tally(answers: list[ExpertAnswer], kind: str, *, by: str = "count") -> list[
         c.texts.append(a.text.strip())
         c.experts.append(a.expert)
         c.finish_reasons.append(a.finish_reason)
+        c.scores.append(a.score)
     key = (lambda c: (c.weight, c.count)) if by == "score" else (lambda c: (c.count, c.weight))
     return sorted(cands.values(), key=key, reverse=True)
 

@@ -139,3 +139,13 @@ def test_select_judge_picks_a_candidate_and_passes_it_unchanged():
     assert bad[0].answer == "Answer: 32" and "named no candidate" in bad[0].notes[1]
     agreed = make_aggregator("select").aggregate([item(q, ("Answer: 36", 0.1), ("so 36", 0.2))], ctx(disp))
     assert len(seen) == 1 and "no judge call" in agreed[0].notes[0]
+
+
+def test_vote_can_return_the_best_scored_response_of_the_winning_answer():
+    q = "What is 6 times 7?"
+    answers = [("6 x 7 = 42. Answer: 42", 0.2), ("Seven sixes make 42.", 0.5), ("It is 41.", 0.3)]
+    out = make_aggregator("vote", weights="score", answer="response").aggregate([item(q, *answers)], ctx())[0]
+    assert out.answer == "Seven sixes make 42."  # the winner (42: 0.7) in its best-scored voter's words
+    assert make_aggregator("vote").config()["answer"] == "value"
+    with pytest.raises(ConfigError):
+        make_aggregator("vote", answer="essay")
