@@ -250,13 +250,24 @@ def _load_mbpp(split: Split) -> list[LabelledItem]:
     return _select(items, split)
 
 
+def shuffled_options(item_id: str, choices: list[str], gold: int) -> tuple[list[str], int]:
+    """``choices`` in an order fixed by ``item_id`` (a hash, not ``random``), and the gold's new index.
+
+    The package ships SciQ with the correct option always last (gold "D" on every item), so a model
+    that always says "D", or lists the options, would look right.
+    """
+    order = sorted(range(len(choices)), key=lambda i: hashlib.sha256(f"{item_id}|{i}".encode()).hexdigest())
+    return [choices[i] for i in order], order.index(gold)
+
+
 def _load_sciq(split: Split) -> list[LabelledItem]:
     items = []
     for doc in _docs("sciq", "rc_0shot", key=lambda d: d["question"]):
-        choices = [str(c) for c in doc["choices"]]
+        item_id = f"sciq/{doc['index']}"
+        choices, gold = shuffled_options(item_id, [str(c) for c in doc["choices"]], int(doc["gold"]))
         items.append(LabelledItem(
-            id=f"sciq/{doc['index']}", question=format_choices(doc["question"], choices), choices=choices,
-            answer=LETTERS[int(doc["gold"])], answer_type="choice", category="science", source="sciq",
+            id=item_id, question=format_choices(doc["question"], choices), choices=choices,
+            answer=LETTERS[gold], answer_type="choice", category="science", source="sciq",
         ))
     return _select(items, split)
 

@@ -137,13 +137,19 @@ def grade(item: LabelledItem, text: str, *, timeout_s: float = 10.0) -> tuple[bo
 
 # ---- systems ------------------------------------------------------------------------------
 def expert_pipeline(expert: str) -> dict[str, Any]:
-    """A one-expert pipeline: the fixed router names ``expert``; its answer passes through."""
+    """A one-expert pipeline: the fixed router names ``expert``; its answer passes through unchanged.
+
+    The merge is a one-answer vote (``answer: response``), which never calls a model: a synthesis
+    node would hand an answer that states no final value to the aggregator model, so the
+    "single expert" would be that expert plus another model's rewrite.
+    """
     return {
         "name": f"expert:{expert}", "description": f"the {expert} expert alone",
         "nodes": [{"name": "input", "type": "input"},
                   {"name": "router", "type": "router", "params": {"router": "fixed", "experts": [expert]}},
                   {"name": "experts", "type": "experts"},
-                  {"name": "aggregate", "type": "aggregator", "params": {"aggregator": "synthesis"}},
+                  {"name": "aggregate", "type": "aggregator",
+                   "params": {"aggregator": "vote", "answer": "response"}},
                   {"name": "output", "type": "output"}],
         "edges": [{"from": "input.questions", "to": "router.questions"},
                   {"from": "input.questions", "to": "experts.questions"},

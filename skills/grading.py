@@ -44,6 +44,7 @@ _CHOICE_PATTERNS = [
 ]
 _ANSWER_LINE = re.compile(r"(?:final answer|answer)\s*(?:is|:)\s*:?\s*(.+)", re.IGNORECASE)
 _CHOICE_LINE = re.compile(r"^\s*\(?([A-J])[.)]\s+\S", re.MULTILINE)
+_CHOICE_LINE_WHOLE = re.compile(r"^\s*\(?[A-J][.)]\s+\S.*$", re.MULTILINE)
 
 
 def check_answer_type(answer_type: str) -> str:
@@ -142,6 +143,8 @@ def _extract_choice(text: str, choices: list[str] | None) -> str | None:
             letter = "".join(last) if isinstance(last, tuple) else last
             return letter.upper()
     if choices:
+        if echoes_options:  # quoting an option counts; reciting the list of options does not
+            text = _CHOICE_LINE_WHOLE.sub("", text)
         lowered = text.lower()
         found = [(lowered.rfind(str(c).strip().lower()), i) for i, c in enumerate(choices) if str(c).strip()]
         found = [(pos, i) for pos, i in found if pos >= 0]

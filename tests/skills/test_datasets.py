@@ -89,3 +89,12 @@ def test_eval_tasks_sciq_boolq_basic_skills_and_code_tests():
     assert all(it.tests and it.tests.startswith("assert") for it in mbpp)
     val = {it.id for it in load_task("boolq", split="validation")}
     assert val and not val & {it.id for it in load_task("boolq", split="test")}
+
+
+def test_sciq_options_are_shuffled_so_the_gold_is_not_always_last():
+    items = load_task("sciq", split="validation")
+    golds = {it.answer for it in items}
+    assert golds == {"A", "B", "C", "D"}, golds  # the package ships the correct option last
+    again = load_task("sciq", split="validation")
+    assert [(it.answer, it.choices) for it in again] == [(it.answer, it.choices) for it in items]  # deterministic
+    assert all(it.choices[ord(it.answer) - 65] for it in items)

@@ -148,3 +148,17 @@ def test_every_router_warms_up_in_the_calling_thread_before_systems_start(tmp_pa
              progress=False)
     main = threading.current_thread().name
     assert seen[:2] == [main, main], seen
+
+
+def test_a_single_expert_baseline_is_that_expert_alone_even_when_it_states_no_answer(tmp_path):
+    reg = ExpertRegistry.default()
+    systems = make_systems([], ["generalist"], reg, oracle=False)
+    items = [EvalItem(task="t", item=LabelledItem(id="q0", question="Which? A. x B. y", answer="B",
+                                                  answer_type="choice", category="general", source="t",
+                                                  choices=["x", "y"]))]
+    fake = FakeDispatcher(reply=lambda req: "I am not sure.")  # states no letter: nothing to pass through
+    out = tmp_path / "answers.jsonl"
+    evaluate(items, systems, reg, fake, out, chunk_size=1, progress=False)
+    (row,) = read_rows(out)
+    assert row["answer"] == "I am not sure." and not row["correct"]
+    assert [m for _, m, _ in fake.batches] == ["smollm2-135m"], "no aggregator model rewrote the answer"

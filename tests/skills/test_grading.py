@@ -112,3 +112,11 @@ def test_a_degenerate_run_of_digits_is_no_number_not_a_crash():
     assert extract_answer("The answer is " + "9" * 400, "number") is None
     assert not is_correct("Answer: " + "9" * 400, "36", "number")
     assert extract_answer("Answer: 36", "number") == "36"
+
+
+def test_reciting_the_options_is_not_choosing_the_last_one():
+    choices = ["underwater", "the 6th dimension", "distant solar systems", "space"]
+    listing = "A. underwater\nB. the 6th dimension\nC. distant solar systems\nD. space"
+    assert extract_answer(listing, "choice", choices=choices) is None
+    assert extract_answer(listing + "\n\nThe correct answer is: D. space", "choice", choices=choices) == "D"
+    assert extract_answer("A. underwater\nB. x\n\nIt happens in space.", "choice", choices=choices) == "D"
