@@ -5,7 +5,7 @@ measured, and where:
 
 | metric | type | labels | source |
 |---|---|---|---|
-| ``expertmix_requests_total`` | counter | ``route``, ``status`` | every HTTP request (ASGI middleware; ``route`` is the route template, so ids never become labels) |
+| ``expertmix_requests_total`` | counter | ``route``, ``status`` | every HTTP request (``GatewayMiddleware``, http.py; ``route`` is the route template, so ids never become labels) |
 | ``expertmix_request_seconds`` | histogram | ``route`` | request start to the last byte sent (a stream's whole duration) |
 | ``expertmix_requests_in_flight`` | gauge | | requests being served now |
 | ``expertmix_time_to_first_token_seconds`` | histogram | | streamed requests: start to the first content chunk |
@@ -18,7 +18,6 @@ measured, and where:
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -57,6 +56,7 @@ class GatewayMetrics:
         self.routed = Counter("expertmix_routing_decisions", "experts picked by the router, per answered request",
                               ["expert"], registry=r)
         r.register(_ScrapeTime(dispatcher, queue_depth))
+        self._by_route: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     # ---- observations ----------------------------------------------------------------------------
     def answered(self, body: dict[str, Any]) -> None:
@@ -73,34 +73,14 @@ class GatewayMetrics:
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
-    # ---- wiring ----------------------------------------------------------------------------------
-    def middleware(self, app: Any) -> "_RequestMetrics":
-        """ASGI middleware counting every HTTP request (``app.add_middleware(metrics.middleware)``)."""
-        return _RequestMetrics(app, self)
-
-
-class _RequestMetrics:
-    def __init__(self, app: Any, metrics: GatewayMetrics) -> None:
-        self.app, self.metrics = app, metrics
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        started, status = time.monotonic(), {"code": 500}
-
-        async def watch(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
-        self.metrics.in_flight.inc()
-        try:
-            await self.app(scope, receive, watch)
-        finally:
-            self.metrics.in_flight.dec()
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
-            self.metrics.requests.labels(route, str(status["code"])).inc()
-            self.metrics.seconds.labels(route).observe(time.monotonic() - started)
+    def finished(self, route: str, status: int, seconds: float) -> None:
+        """One HTTP request served (``route`` is its template, ``unmatched`` when no route took it)."""
+        children = self._by_route.get((route, status))
+        if children is None:  # labels() takes a lock and checks the names: once per (route, status)
+            children = self._by_route[(route, status)] = (self.requests.labels(route, str(status)),
+                                                          self.seconds.labels(route))
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 class _ScrapeTime:

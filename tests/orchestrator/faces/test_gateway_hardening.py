@@ -193,14 +193,15 @@ def test_requests_cancelled_before_their_run_are_dropped_from_it():
 
 # ---- real sockets: uvicorn in a thread with the guarded protocol ------------------------------------
 @contextmanager
-def serving(app, *, header_timeout_s: float = 10.0, max_connections: int = 1000):
+def serving(app, *, header_timeout_s: float = 10.0, max_connections: int = 1000, parser: str = "auto"):
     import uvicorn
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", timeout_keep_alive=30,
-                            http=guarded_protocol(header_timeout_s=header_timeout_s, max_connections=max_connections))
+                            http=guarded_protocol(header_timeout_s=header_timeout_s, max_connections=max_connections,
+                                                  parser=parser))
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -254,9 +255,10 @@ def test_clients_that_hang_up_before_their_run_are_dropped_on_a_real_server():
     assert dispatcher.calls == [1, 1]
 
 
-def test_slow_headers_slow_bodies_and_too_many_connections_are_cut_off():
+@pytest.mark.parametrize("parser", ["httptools", "h11"])
+def test_slow_headers_slow_bodies_and_too_many_connections_are_cut_off(parser):
     app = create_app(make_orch(), body_timeout_s=0.5)
-    with serving(app, header_timeout_s=0.5, max_connections=3) as (host, port):
+    with serving(app, header_timeout_s=0.5, max_connections=3, parser=parser) as (host, port):
         slow_headers = socket.create_connection((host, port))
         slow_headers.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")  # never finished
         closed, _ = _closed_within(slow_headers, 3.0)
@@ -278,6 +280,26 @@ def test_slow_headers_slow_bodies_and_too_many_connections_are_cut_off():
             s.close()
         time.sleep(0.2)
         assert httpx.post(f"http://{host}:{port}/v1/chat/completions", json=body(), timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("parser", ["httptools", "h11"])
+def test_oversized_request_headers_are_refused_and_the_connection_closed(parser):
+    with serving(create_app(make_orch()), parser=parser) as (host, port):
+        conn = socket.create_connection((host, port))
+        conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+        for _ in range(40):  # 40 x 1 KB, in separate writes, never finished
+            try:
+                conn.sendall(b"x-pad: " + b"a" * 1024 + b"\r\n")
+            except (BrokenPipeError, ConnectionResetError):  # refused already
+                break
+            time.sleep(0.005)
+        closed, got = _closed_within(conn, 3.0)
+        conn.close()
+        status = b"HTTP/1.1 431" if parser == "httptools" else b"HTTP/1.1 400"  # h11 enforces its own limit
+        assert closed and got.startswith(status), got[:200]
+        r = httpx.post(f"http://{host}:{port}/v1/chat/completions", json=body(), timeout=10,
+                       headers={"x-pad": "a" * 8000})  # big but under the limit: answered
+        assert r.status_code == 200
 
 
 # ---- 8. smaller defects ---------------------------------------------------------------------------------
