@@ -2,9 +2,9 @@
 
 For servers that already speak OpenAI's API (``vllm serve``, SGLang, llama.cpp's server, TGI's
 Messages API, OpenAI itself) no request translation is needed, so this backend skips litellm's
-client path: one ``aiohttp`` session per model on the backend's own event loop thread, kept from
-``load`` to ``unload``; a batch is sent as concurrent calls on that loop (answers in request order),
-so a batch of 32 costs no thread hops between calls. Measured in ``bench/gateway.py``
+client path: one ``aiohttp`` session per model on the backend's own event loop thread (uvloop
+when installed), kept from ``load`` to ``unload``; a batch is sent as concurrent calls on that
+loop (answers in request order), so a batch of 32 costs no thread hops between calls. Measured in ``bench/gateway.py``
 (docs/benchmarks.md): a fraction of litellm's CPU time per call. Providers
 that need translation (Anthropic, Bedrock, Vertex, ...) stay on ``backend: litellm``.
 
@@ -87,7 +87,7 @@ class OpenAIBackend:
             return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s),
                                          connector=aiohttp.TCPConnector(limit=self.concurrency))
 
-        self._loop = asyncio.new_event_loop()
+        self._loop = _new_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"openai-{self.spec.name}", daemon=True)
         self._thread.start()
         self._session = asyncio.run_coroutine_threadsafe(session(), self._loop).result()
@@ -228,6 +228,16 @@ class OpenAIBackend:
                             f"{type(exc).__name__}: {detail}",
                             hint="retry later; the server is unreachable or slow" if transient
                             else "check that `api_base` is an OpenAI-compatible server", transient=transient)
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when it is installed (uvicorn picks it too): asyncio's pure-Python loop was about a
+    third of this thread's CPU samples per call at concurrency 1 (docs/benchmarks.md)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def _choice_text(choice: dict[str, Any], chat: bool) -> str:
