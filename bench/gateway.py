@@ -42,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PROXY_VENV = ROOT / ".venv-litellm-proxy"
 QUESTION = [{"role": "user", "content": "What is 6 * 7?"}]
-MASTER_KEY = "sk-bench-" + os.urandom(16).hex()  # the proxy refuses to start without one; every target gets it
+MASTER_KEY = "sk-bench-" + os.urandom(16).hex()  # the proxy refuses to start without one; both gateways check it
 
 
 # ---- (the child) the instant fake backend --------------------------------------------------------
@@ -355,7 +355,8 @@ def main() -> None:
             gw = start([sys.executable, "-m", "orchestrator.faces.cli", "serve", "--port", str(port), "--experts",
                         str(registry), "--pipeline", str(pipeline), "--log-level", "warning"],
                        f"http://127.0.0.1:{port}/healthz", tmp / f"gateway-{backend}.log",
-                       env={"BENCH_FAKE_KEY": "sk-fake", "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONPATH": str(ROOT)})
+                       env={"BENCH_FAKE_KEY": "sk-fake", "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONPATH": str(ROOT),
+                            "EXPERTMIX_GATEWAY_API_KEYS": MASTER_KEY})  # keys checked, as the proxy checks its own
             try:
                 url = f"http://127.0.0.1:{port}/v1/chat/completions"
                 rows.append(measure(f"expertmix ({backend} expert)", url, "passthrough", gw.pid, args))
