@@ -54,15 +54,19 @@ def synthetic_sets(rows: list[dict[str, Any]], *, seed: int = 0, limit: int | No
 
 def choose_aggregator(
     items: list[ValidationItem], ctx: RunContext, store: ProfileStore, *, candidates: list[str] | None = None,
-    limit: int = 30, max_tokens: int = 128,
+    limit: int = 30, max_tokens: int = 128, rows: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Score every candidate model (default: all models the registry uses) and record the best."""
+    """Score every candidate model (default: all models the registry uses) and record the best.
+
+    ``rows`` (``{"id", "expert", "correct", "answer"}``): the answers to build the prompts from;
+    default the profiling run's recorded answers (``store.rows``).
+    """
     reg = ctx.registry
     names = candidates or reg.used_models()
     for name in names:
         reg.model(name)
     by_id = {it.id: it for it in items}
-    sets = [s for s in synthetic_sets(store.rows, seed=ctx.seed) if s["id"] in by_id][:limit]
+    sets = [s for s in synthetic_sets(store.rows if rows is None else rows, seed=ctx.seed) if s["id"] in by_id][:limit]
     if not sets:
         result = {"model": reg.aggregator_model, "accuracy": None, "scores": {}, "prompts": 0,
                   "note": "no question had 1 correct + 2 wrong expert answers; kept the registry's aggregator_model"}
@@ -84,7 +88,8 @@ def choose_aggregator(
     # ties go to the registry's current aggregator, then the name: deterministic
     best = max(names, key=lambda m: (scores[m], m == reg.aggregator_model, m))
     result = {"model": best, "accuracy": scores[best], "scores": scores, "prompts": len(sets),
-              "seed": ctx.seed, "max_tokens": max_tokens}
+              "seed": ctx.seed, "max_tokens": max_tokens,
+              "answers": "profiling run" if rows is None else "expertmix eval single-expert answers (validation)"}
     store.write_json("aggregator.json", result)
     return result
 

@@ -24,7 +24,10 @@ come from an ``expertmix eval`` run on VALIDATION items, one persona per model::
     python -m skills.default_profiles --out DIR finish
 
 ``import-eval`` replaces a model's log-likelihood row of the same item (the pipeline never answers
-by log-likelihood), adds the items, and re-embeds every question.
+by log-likelihood), adds the items, and re-embeds every question. ``choose-aggregator`` (same
+``--eval``/``--task``/``--limit``) is Symbolic-MoE's aggregator choice on those real answers: every
+item with 1 correct + 2 wrong expert answers becomes a synthesis prompt, every model synthesises
+them all, and the most accurate is written to ``aggregator.json``.
 """
 
 from __future__ import annotations
@@ -231,13 +234,42 @@ def step_import_eval(out: Path, eval_dir: Path, tasks: list[str], *, split: str,
     (out / ITEMS_FILE).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered), encoding="utf-8")
     save_item_embeddings(out, [r["id"] for r in ordered], vectors)
     print(f"import-eval: {len(new)} generated answers of {len({i for i, _ in new})} items "
-          f"({len(store.rows) - len(kept)} log-likelihood rows replaced) -> {store.path}", file=sys.stderr)
+          f"({len(store.rows) - len(kept)} earlier rows of the same (item, model) replaced) -> {store.path}", file=sys.stderr)
     return len(new)
+
+
+def step_choose_aggregator(out: Path, eval_dir: Path, tasks: list[str], *, split: str, limit: int | None,
+                           seed: int, prompts: int, max_tokens: int) -> dict[str, Any]:
+    """The aggregator choice on an ``expertmix eval`` run's single-expert answers (validation only)."""
+    from orchestrator.config import ExpertRegistry
+    from orchestrator.context import RunContext
+    from skills.aggregator_choice import choose_aggregator
+    from skills.evaluation import load_items
+    from skills.profiles import ValidationItem
+    from workers.dispatch import LocalDispatcher
+    from workers.pool import ModelPool
+
+    if split == "test":
+        raise SystemExit("choose-aggregator: refusing test-split answers (the choice uses validation items only)")
+    registry = ExpertRegistry.default()
+    labelled = {e.item.id: e.item for e in load_items(tasks, split=split, limit=limit, seed=seed)}
+    rows = [{"id": r["id"], "expert": r["system"].split(":", 1)[1], "correct": bool(r["correct"]), "answer": r["answer"]}
+            for r in read_rows(eval_dir / "answers.jsonl") if r["system"].startswith("expert:") and r["id"] in labelled]
+    items = [ValidationItem(id=it.id, question=it.question, answer=it.answer, answer_type=it.answer_type,
+                            choices=it.choices, category=it.category, source=it.source) for it in labelled.values()]
+    dispatcher = LocalDispatcher(ModelPool(registry.models))
+    try:
+        ctx = RunContext(registry=registry, dispatcher=dispatcher, seed=seed, progress=sys.stderr.isatty())
+        result = choose_aggregator(items, ctx, ProfileStore(out), limit=prompts, max_tokens=max_tokens, rows=rows)
+    finally:
+        dispatcher.close()
+    print(json.dumps(result, indent=1))
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("step", choices=["items", "run", "import-eval", "finish", "all"])
+    ap.add_argument("step", choices=["items", "run", "import-eval", "choose-aggregator", "finish", "all"])
     ap.add_argument("--out", type=Path, required=True, help="profiles dir to write (resumes if it has work)")
     ap.add_argument("--models", nargs="+", default=list(MODELS), help="models to run (default: all three)")
     ap.add_argument("--minutes", type=float, default=9.0, help="stop `run` after this many minutes (resume later)")
@@ -248,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--task", action="append", default=[], help="import-eval: the eval's tasks (repeat)")
     ap.add_argument("--split", default="validation", help="import-eval: the eval's split (never test)")
     ap.add_argument("--limit", type=int, help="import-eval: the eval's --limit")
+    ap.add_argument("--prompts", type=int, default=60, help="choose-aggregator: synthesis prompts (default 60)")
     args = ap.parse_args(argv)
     random.seed(args.seed)
     if args.step in ("items", "all") and not (args.out / ITEMS_FILE).exists():
@@ -258,6 +291,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.eval or not args.task:
             ap.error("import-eval needs --eval EVAL_DIR and the eval's --task names")
         step_import_eval(args.out, args.eval, args.task, split=args.split, limit=args.limit, seed=args.seed)
+    if args.step == "choose-aggregator":
+        if not args.eval or not args.task:
+            ap.error("choose-aggregator needs --eval EVAL_DIR and the eval's --task names")
+        step_choose_aggregator(args.out, args.eval, args.task, split=args.split, limit=args.limit, seed=args.seed,
+                               prompts=args.prompts, max_tokens=256)
     if args.step in ("finish", "all"):
         step_finish(args.out)
     return 0

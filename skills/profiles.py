@@ -47,6 +47,8 @@ ANSWER_FORMAT = {
     "choice": 'Think step by step, then give the final answer as "Answer: <letter>".',
     "number": 'Think step by step, then give the final answer as "Answer: <number>".',
     "boxed": "Think step by step, then put the final answer in \\boxed{}.",
+    "boolean": 'Think step by step, then give the final answer as "Answer: yes" or "Answer: no".',
+    "exact": 'Think step by step, then give the final answer as "Answer: <answer>".',
 }
 
 
