@@ -155,7 +155,7 @@ def test_offline_router_evaluation_on_a_synthetic_table():
 
 
 def test_cross_validation_ranks_settings_by_routed_correctness():
-    from skills.profile_cv import cross_validate
+    from routers.skill_cv import cross_validate
     from tests.skills.fake_fleet import fake_registry
 
     rows = [{"id": f"{topic}{i}", "expert": e, "keywords": [topic],

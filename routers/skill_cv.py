@@ -8,7 +8,7 @@ held-out test mix afterwards.
 
 Example::
 
-    .venv/bin/python -m skills.profile_cv --profiles skills/data/default_profiles \\
+    .venv/bin/python -m routers.skill_cv --profiles skills/data/default_profiles \\
         --scoring smoothed learned --prior-strength 1 2 4 8 --tau 0.02 0.05 --splits 5
 """
 
@@ -64,8 +64,10 @@ def cross_validate(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m skills.profile_cv", description=__doc__.split("\n\n")[0])
-    p.add_argument("--profiles", type=Path, default=Path(__file__).resolve().parent / "data" / "default_profiles")
+    p = argparse.ArgumentParser(prog="python -m routers.skill_cv", description=__doc__.split("\n\n")[0])
+    from routers.skill import DEFAULT_PROFILES
+
+    p.add_argument("--profiles", type=Path, default=DEFAULT_PROFILES, help="profiles dir (default: the shipped ones)")
     p.add_argument("--scoring", nargs="+", default=["smoothed", "learned"], choices=["smoothed", "learned"])
     p.add_argument("--prior-strength", nargs="+", type=float, default=[1.0, 2.0, 4.0, 8.0])
     p.add_argument("--tau", nargs="+", type=float, default=[0.02, 0.05, 0.1])
