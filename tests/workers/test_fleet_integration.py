@@ -92,6 +92,9 @@ def test_concurrent_runs_for_one_model_share_one_generate_call(fleet, dispatcher
     assert len(outs["coalA"]) == 3 and len(outs["coalB"]) == 3
     batches = jobs.show_run(fleet.store(), "coalA")["batches"]
     assert [(b["runs"], b["size"]) for b in batches] == [(["coalA", "coalB"], 6)]
+    deadline = time.monotonic() + 15  # the worker publishes its counter with its heartbeat
+    while _worker_batches(fleet, SMOL) == before and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert _worker_batches(fleet, SMOL) == before + 1  # one backend generate call for both runs
 
 
