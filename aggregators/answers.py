@@ -65,7 +65,7 @@ class Candidate:
 
     def best(self) -> int:
         """Index of the best-scored response among this candidate's (the first on ties)."""
-        return max(range(len(self.texts)), key=lambda i: (self.scores[i] if i < len(self.scores) else 0.0, -i))
+        return max(range(len(self.texts)), key=lambda i: (self.scores[i], -i))
 
 
 def tally(answers: list[ExpertAnswer], kind: str, *, by: str = "count") -> list[Candidate]:

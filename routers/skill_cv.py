@@ -26,20 +26,13 @@ import numpy as np
 from orchestrator.context import RunContext
 from orchestrator.config import ExpertRegistry
 from skills.profile_eval import evaluate_router
-from skills.profiles import ROWS_FILE, read_rows
+from skills.learned import load_questions
+from skills.profiles import ITEMS_FILE, ROWS_FILE, read_rows
 
 
 def questions_of(profiles: Path) -> dict[str, str]:
-    """``{item id: question text}`` from the profile's ``items.jsonl`` (what ``learned`` encodes)."""
-    path = profiles / "items.jsonl"
-    if not path.exists():
-        return {}
-    out = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            item = json.loads(line)
-            out[item["id"]] = item.get("question", item["id"])
-    return out
+    """``{item id: question text}`` (what ``learned`` encodes); empty when the dir has no items.jsonl."""
+    return load_questions(profiles) if (profiles / ITEMS_FILE).exists() else {}
 
 
 def cross_validate(

@@ -82,9 +82,6 @@ def _interleave(groups: list[list[Any]]) -> list[Any]:
 
 def step_items(out: Path, seed: int) -> None:
     """Write items.jsonl (with embedding-extracted keywords) and the question embeddings."""
-    from skills.embeddings import Embedder
-    from skills.extract import make_extractor
-
     choice, gen = build_items(seed)
     rows = [{"id": it.id, "question": it.question, "answer": "ABCDEFGHIJ"[it.gold], "answer_type": "choice",
              "choices": it.choices, "context": it.context, "category": it.category, "source": it.task,
@@ -92,6 +89,16 @@ def step_items(out: Path, seed: int) -> None:
     rows += [{"id": it.id, "question": it.question, "answer": it.answer, "answer_type": it.answer_type,
               "tests": it.tests, "category": it.category, "source": it.task, "split": it.split, "kind": "generate"}
              for it in gen]
+    write_items(out, rows)
+    print(f"{len(rows)} items ({len(choice)} multiple choice, {len(gen)} generative) -> {out / ITEMS_FILE}",
+          file=sys.stderr)
+
+
+def write_items(out: Path, rows: list[dict[str, Any]]) -> None:
+    """items.jsonl with embedding-extracted keywords, and the questions' embeddings (one encode)."""
+    from skills.embeddings import Embedder
+    from skills.extract import make_extractor
+
     vectors = Embedder.shared().encode([r["question"] for r in rows], batch_size=32)
     keywords = make_extractor("embedding").keywords_from_vectors(vectors)
     for r, kws in zip(rows, keywords):
@@ -99,8 +106,6 @@ def step_items(out: Path, seed: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / ITEMS_FILE).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     save_item_embeddings(out, [r["id"] for r in rows], vectors)
-    print(f"{len(rows)} items ({len(choice)} multiple choice, {len(gen)} generative) -> {out / ITEMS_FILE}",
-          file=sys.stderr)
 
 
 def load_saved_items(out: Path) -> tuple[list[ChoiceItem], list[GenItem]]:
@@ -191,23 +196,28 @@ def step_finish(out: Path) -> dict[str, Any]:
     return manifest
 
 
+def eval_answers(eval_dir: Path, tasks: list[str], *, split: str, limit: int | None, seed: int,
+                 step: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The eval's items (``{id: EvalItem}``, reloaded as the eval drew them) and its single-expert
+    answer rows on those items. Test-split answers are refused: profiles use validation only."""
+    from skills.evaluation import load_items
+
+    if split == "test":
+        raise SystemExit(f"{step}: refusing test-split answers (profiles and the aggregator choice use validation only)")
+    items = {e.item.id: e for e in load_items(tasks, split=split, limit=limit, seed=seed)}
+    answers = [r for r in read_rows(eval_dir / "answers.jsonl") if r["system"].startswith("expert:") and r["id"] in items]
+    return items, answers
+
+
 def step_import_eval(out: Path, eval_dir: Path, tasks: list[str], *, split: str, limit: int | None,
                      seed: int) -> int:
     """Generated-answer rows from an ``expertmix eval`` run become the models' profile results."""
     from orchestrator.config import ExpertRegistry
-    from skills.embeddings import Embedder
-    from skills.evaluation import load_items
-    from skills.extract import make_extractor
 
-    if split == "test":
-        raise SystemExit("import-eval: refusing test-split answers (profiles use validation items only)")
     registry = ExpertRegistry.default()
-    items = {e.item.id: e for e in load_items(tasks, split=split, limit=limit, seed=seed)}
-    answers = [r for r in read_rows(eval_dir / "answers.jsonl") if r["system"].startswith("expert:")]
+    items, answers = eval_answers(eval_dir, tasks, split=split, limit=limit, seed=seed, step="import-eval")
     new: dict[tuple[str, str], dict[str, Any]] = {}
     for r in answers:
-        if r["id"] not in items:
-            continue
         model = registry.model_of(r["system"].split(":", 1)[1]).name
         new[(r["id"], model)] = {"id": r["id"], "task": r["task"], "model": model, "kind": "generate",
                                  "correct": bool(r["correct"]), "extracted": r.get("extracted"),
@@ -226,13 +236,7 @@ def step_import_eval(out: Path, eval_dir: Path, tasks: list[str], *, split: str,
                "choices": it.choices, "category": it.category, "source": items[item_id].task, "split": split,
                "kind": "eval"}
         known[item_id] = {**known.get(item_id, {}), **row}
-    ordered = list(known.values())
-    vectors = Embedder.shared().encode([r["question"] for r in ordered], batch_size=32)
-    keywords = make_extractor("embedding").keywords_from_vectors(vectors)
-    for r, kws in zip(ordered, keywords):
-        r["keywords"] = kws
-    (out / ITEMS_FILE).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ordered), encoding="utf-8")
-    save_item_embeddings(out, [r["id"] for r in ordered], vectors)
+    write_items(out, list(known.values()))  # every question re-embedded: the npz covers the new ones
     print(f"import-eval: {len(new)} generated answers of {len({i for i, _ in new})} items "
           f"({len(store.rows) - len(kept)} earlier rows of the same (item, model) replaced) -> {store.path}", file=sys.stderr)
     return len(new)
@@ -244,19 +248,17 @@ def step_choose_aggregator(out: Path, eval_dir: Path, tasks: list[str], *, split
     from orchestrator.config import ExpertRegistry
     from orchestrator.context import RunContext
     from skills.aggregator_choice import choose_aggregator
-    from skills.evaluation import load_items
     from skills.profiles import ValidationItem
     from workers.dispatch import LocalDispatcher
     from workers.pool import ModelPool
 
-    if split == "test":
-        raise SystemExit("choose-aggregator: refusing test-split answers (the choice uses validation items only)")
     registry = ExpertRegistry.default()
-    labelled = {e.item.id: e.item for e in load_items(tasks, split=split, limit=limit, seed=seed)}
+    labelled, answers = eval_answers(eval_dir, tasks, split=split, limit=limit, seed=seed, step="choose-aggregator")
     rows = [{"id": r["id"], "expert": r["system"].split(":", 1)[1], "correct": bool(r["correct"]), "answer": r["answer"]}
-            for r in read_rows(eval_dir / "answers.jsonl") if r["system"].startswith("expert:") and r["id"] in labelled]
-    items = [ValidationItem(id=it.id, question=it.question, answer=it.answer, answer_type=it.answer_type,
-                            choices=it.choices, category=it.category, source=it.source) for it in labelled.values()]
+            for r in answers]
+    items = [ValidationItem(id=e.item.id, question=e.item.question, answer=e.item.answer, answer_type=e.item.answer_type,
+                            choices=e.item.choices, category=e.item.category, source=e.item.source)
+             for e in labelled.values()]
     dispatcher = LocalDispatcher(ModelPool(registry.models))
     try:
         ctx = RunContext(registry=registry, dispatcher=dispatcher, seed=seed, progress=sys.stderr.isatty())
