@@ -45,7 +45,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# A backend's per-token callback: (request key, text delta) -> False to stop that request.
+# A backend's per-token callback: (request key, text delta) -> False to stop that request. An
+# empty delta only asks whether the request is still wanted (the fleet's dispatcher probes its
+# queued requests that way); backends never send one.
 DeltaCallback = Callable[[str, str], bool]
 
 
@@ -169,6 +171,8 @@ class StreamingDispatcher:
                 return True
             if self.stream.cancelled(question):
                 return False
+            if not delta:  # a probe: nothing to show
+                return True
             with self._lock:
                 texts[key] += delta
                 self.stream.update(question, texts[key])

@@ -8,6 +8,14 @@ stored: a batch task that is redelivered (worker lost) or retried (transient bac
 the same id and finds exactly its batch again. Results are written with first-writer-wins
 semantics under their keys, so a redelivered batch never duplicates an answer.
 
+Streamed requests (a gateway waits for their tokens) publish their text deltas as they are
+generated. When the dispatcher records one of them cancelled (its client hung up), the worker
+stops it: a request cancelled before its batch runs is not generated at all, and one cancelled
+while it streams is stopped at its next delta (its ``on_delta`` returns False, so the backend
+aborts that request only; vLLM aborts it in the engine, litellm/openai close its stream). The
+cancellations are read from Redis at most every ``CANCEL_CHECK_S``, not once per token. Either
+way the request gets a completion with ``finish_reason="cancelled"``, so nothing waits for it.
+
 Example::
 
     >>> import fakeredis
@@ -23,9 +31,10 @@ Example::
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 from orchestrator.core import Completion, GenerationRequest
 from workers.store import FleetStore
@@ -33,6 +42,7 @@ from workers.store import FleetStore
 log = logging.getLogger(__name__)
 
 CLAIM_POLL_S = 0.005
+CANCEL_CHECK_S = 0.1  # how late a worker may notice a hung-up client: one Redis read per interval
 GenerateFn = Callable[[str, list[GenerationRequest]], list[Completion]]
 
 
@@ -45,6 +55,7 @@ class BatchSummary:
     size: int = 0
     generated: int = 0
     written: int = 0
+    cancelled: int = 0
     runs: list[str] = field(default_factory=list)
     seconds: float = 0.0
     more_pending: bool = False
@@ -103,28 +114,79 @@ def run_batch(
     )
     todo = _without_results(store, batch)
     t0 = time.perf_counter()
-    streamed = store.streamed([q.key for q in todo]) if todo else set()
-    if streamed:  # a gateway streams some of these: publish their text as it is generated
-        def on_delta(key: str, delta: str) -> bool:
-            if key in streamed:
-                store.publish_delta(key, delta)
-            return True
-
-        completions = generate(model, todo, on_delta)
-    else:
-        completions = generate(model, todo) if todo else []
+    completions = _generate(store, generate, model, todo)
     summary.seconds = round(time.perf_counter() - t0, 3)
     summary.generated = len(completions)
+    summary.cancelled = sum(1 for c in completions if c.finish_reason == "cancelled")
     summary.written = store.store_completions(completions)
     store.update_batch(
         batch_id, status="done", finished=time.time(), seconds=summary.seconds,
-        generated=summary.generated, written=summary.written,
+        generated=summary.generated, written=summary.written, cancelled=summary.cancelled,
     )
     store.forget_batch(batch_id)
     summary.more_pending = store.pending_count(model) > 0
-    log.info("batch %s (%s): %d requests, %d new answers in %.2fs", batch_id, model, summary.size,
-             summary.written, summary.seconds)
+    log.info("batch %s (%s): %d requests, %d new answers (%d cancelled) in %.2fs", batch_id, model,
+             summary.size, summary.written, summary.cancelled, summary.seconds)
     return summary
+
+
+def _generate(store: FleetStore, generate: GenerateFn, model: str, todo: list[GenerationRequest]) -> list[Completion]:
+    """One ``generate`` call for ``todo``; streamed requests publish their deltas and stop once
+    their client hung up (those cancelled before the call are answered without generating)."""
+    if not todo:
+        return []
+    streamed = store.streamed([q.key for q in todo])
+    if not streamed:
+        return generate(model, todo)
+    cancelled = Cancellations(store, streamed)
+    skipped = [Completion(key=q.key, model=model, text="", finish_reason="cancelled")
+               for q in todo if q.key in cancelled]
+    live = [q for q in todo if q.key not in cancelled.gone]
+
+    def on_delta(key: str, delta: str) -> bool:
+        if key not in streamed:
+            return True
+        if key in cancelled:
+            return False  # the backend stops this request only
+        store.publish_delta(key, delta)
+        return True
+
+    return skipped + (generate(model, live, on_delta) if live else [])
+
+
+class Cancellations:
+    """The streamed requests of one batch whose client hung up, as the dispatcher recorded them.
+
+    ``key in cancellations`` is asked once per generated token, from the backend's threads; it
+    reads Redis (one round trip for all keys) at most every ``every_s`` and answers from memory
+    in between.
+
+    >>> import fakeredis
+    >>> store = FleetStore(fakeredis.FakeRedis(decode_responses=True))
+    >>> store.mark_cancelled(["r/q1/e"])
+    >>> gone = Cancellations(store, ["r/q0/e", "r/q1/e"])
+    >>> "r/q0/e" in gone, "r/q1/e" in gone
+    (False, True)
+    """
+
+    def __init__(self, store: FleetStore, keys: Iterable[str], *, every_s: float = CANCEL_CHECK_S) -> None:
+        self.store, self.keys, self.every_s = store, frozenset(keys), every_s
+        self.gone: frozenset[str] = frozenset()
+        self._next_read = 0.0
+        self._lock = threading.Lock()
+
+    def __contains__(self, key: object) -> bool:
+        if key in self.gone:
+            return True
+        now = time.monotonic()
+        # one thread reads; the others answer from what was last read rather than wait for it
+        if now >= self._next_read and self._lock.acquire(blocking=False):
+            try:
+                self._next_read = now + self.every_s
+                self.gone = self.gone | self.store.cancelled(sorted(self.keys - self.gone))
+            finally:
+                self._lock.release()
+        return key in self.gone
 
 
 def fail_batch(store: FleetStore, model: str, batch_id: str, error: str, *, worker: str = "") -> list[str]:

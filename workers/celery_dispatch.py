@@ -8,6 +8,11 @@ gives up when a model's workers stay gone for ``no_worker_grace_s`` or a batch f
 the run's finished answers stay stored, so ``expertmix jobs resume RUN`` (or running again with
 the same run id) only redoes what is missing.
 
+A streamed request whose client hung up (its ``on_delta`` returns False, for a delta or for the
+empty-delta probe sent while it is still queued) is recorded cancelled in Redis, so the worker
+generating it stops it (:mod:`workers.batching`), and it is answered at once with an empty
+``finish_reason="cancelled"`` completion: the run waits only for the requests somebody wants.
+
 Example::
 
     from orchestrator.config import ExpertRegistry
@@ -30,6 +35,7 @@ from tqdm.auto import tqdm
 from orchestrator.config import ExpertRegistry
 from orchestrator.errors import DispatchError
 from orchestrator.core import Completion, GenerationRequest
+from workers.batching import CANCEL_CHECK_S
 from workers.fleet import live_workers, require_live, worker_info
 from workers.settings import FleetSettings
 from workers.store import FleetStore
@@ -42,7 +48,8 @@ class CeleryDispatcher:
 
     With ``on_delta`` (token streaming), the requests are marked in Redis before they are queued;
     the worker generating them publishes their text deltas on the run's channel, which
-    :meth:`wait` reads between its polls for the finished answers.
+    :meth:`wait` reads between its polls for the finished answers. The requests ``on_delta``
+    refuses are recorded cancelled for the workers and not waited for (module doc).
     """
 
     streams = True  # takes on_delta (orchestrator.streaming)
@@ -151,11 +158,11 @@ class CeleryDispatcher:
         watch = _LivenessWatch(self.store, self.settings)
         with tqdm(total=len(model_of), desc=label, unit="prompt", disable=not progress) as bar:
             while outstanding:
+                got = deltas.resolve_cancelled(outstanding, model_of) if deltas is not None else {}
                 try:
-                    got = self._poll(outstanding, model_of, watch)
+                    got.update(self._poll(outstanding - set(got), model_of, watch))
                 except _redis_connection_errors() as exc:  # Redis restarting: its data persists, wait
                     log.warning("Redis unreachable while waiting (%s); retrying", exc)
-                    got = {}
                     time.sleep(1.0)
                 out.update(got)
                 outstanding -= set(got)
@@ -163,7 +170,7 @@ class CeleryDispatcher:
                 if outstanding:
                     _check_deadline(deadline, outstanding, self.settings)
                     if deltas is not None:
-                        deltas.pump(self.settings.poll_s)  # waits on the channel instead of sleeping
+                        deltas.pump(self.settings.poll_s, outstanding)  # waits on the channel instead of sleeping
                     else:
                         time.sleep(self.settings.poll_s)
         return out
@@ -207,23 +214,53 @@ class CeleryDispatcher:
 class _Deltas:
     """The run channels of a streamed call: subscribed before the requests are queued (pub/sub
     keeps nothing for late subscribers), read between polls. A lost message costs nothing but
-    smoothness: the finished answer is the whole text and is sent once it is stored."""
+    smoothness: the finished answer is the whole text and is sent once it is stored.
+
+    It also notices hung-up clients: a request whose ``on_delta`` returns False, for one of its
+    deltas or for the empty-delta probe (every ``CANCEL_CHECK_S``, which also reaches requests
+    still queued), is recorded cancelled in Redis for the worker, then resolved here.
+    """
 
     def __init__(self, store: FleetStore, groups: dict[str, list[GenerationRequest]], on_delta: Any) -> None:
         keys = [q.key for g in groups.values() for q in g]
-        self.on_delta = on_delta
+        self.store, self.on_delta = store, on_delta
+        self.keys = frozenset(keys)
+        self.cancelled: set[str] = set()
+        self._next_probe = 0.0
         self.pubsub = store.r.pubsub(ignore_subscribe_messages=True)
         self.pubsub.subscribe(*sorted({store.stream_channel(run) for run in _group_runs(keys)}))
         store.mark_streamed(keys)
 
-    def pump(self, timeout_s: float) -> None:
+    def pump(self, timeout_s: float, outstanding: set[str]) -> None:
         deadline = time.monotonic() + timeout_s
         while (left := deadline - time.monotonic()) > 0:
             message = self.pubsub.get_message(timeout=left)
             if message is None:
                 continue
             item = json.loads(message["data"])
-            self.on_delta(item["key"], item["delta"])
+            key = item["key"]
+            if key not in self.cancelled and self.on_delta(key, item["delta"]) is False:
+                self._cancel([key])
+        self._probe(outstanding)
+
+    def resolve_cancelled(self, outstanding: set[str], model_of: dict[str, str]) -> dict[str, Completion]:
+        """Empty ``finish_reason="cancelled"`` completions for the outstanding cancelled requests."""
+        return {key: Completion(key=key, model=model_of[key], text="", finish_reason="cancelled")
+                for key in sorted(self.cancelled & outstanding)}
+
+    def _probe(self, outstanding: set[str]) -> None:
+        now = time.monotonic()
+        if now < self._next_probe:
+            return
+        self._next_probe = now + CANCEL_CHECK_S
+        gone = [key for key in sorted((self.keys & outstanding) - self.cancelled) if self.on_delta(key, "") is False]
+        if gone:
+            self._cancel(gone)
+
+    def _cancel(self, keys: list[str]) -> None:
+        self.store.mark_cancelled(keys)
+        self.cancelled.update(keys)
+        log.info("cancelled %d streamed request(s) whose client hung up, e.g. %s", len(keys), keys[0])
 
     def close(self) -> None:
         try:

@@ -12,6 +12,7 @@ Key layout (all under ``expertmix:``)::
     run:<run>:errors       hash   key -> why the request failed for good
     run:<run>:batches      set    batch ids that carried the run's requests
     run:<run>:stream       set    request keys whose text deltas a dispatcher waits for
+    run:<run>:cancelled    set    streamed request keys whose client hung up: workers stop them
     stream:<run>           pubsub channel: {"key", "delta"} messages while those requests generate
     runs                   zset   run -> creation time
     failed                 list   failed-for-good batch records, newest first
@@ -166,25 +167,43 @@ class FleetStore:
     # ---- token streaming (pub/sub) ------------------------------------------------------
     def mark_streamed(self, keys: list[str]) -> None:
         """Ask the workers to publish these requests' text deltas as they generate them."""
-        pipe = self.r.pipeline()
-        for run, run_keys in _keys_by_run(keys).items():
-            pipe.sadd(self.k("run", run, "stream"), *run_keys)
-            pipe.expire(self.k("run", run, "stream"), self.ttl_s)
-        pipe.execute()
+        self._add_members("stream", keys)
 
     def streamed(self, keys: list[str]) -> set[str]:
         """Which of ``keys`` a dispatcher waits for token by token."""
-        out: set[str] = set()
-        for run, run_keys in _keys_by_run(keys).items():
-            flags = self.r.smismember(self.k("run", run, "stream"), run_keys)
-            out.update(k for k, on in zip(run_keys, flags) if on)
-        return out
+        return self._members("stream", keys)
+
+    def mark_cancelled(self, keys: list[str]) -> None:
+        """Tell the workers nobody waits for these streamed requests any more: stop generating them."""
+        self._add_members("cancelled", keys)
+
+    def cancelled(self, keys: list[str]) -> set[str]:
+        """Which of ``keys`` their client gave up on (one round trip, whatever the runs)."""
+        return self._members("cancelled", keys)
 
     def stream_channel(self, run: str) -> str:
         return self.k("stream", run)
 
     def publish_delta(self, key: str, delta: str) -> None:
         self.r.publish(self.stream_channel(self.run_of(key)), json.dumps({"key": key, "delta": delta}))
+
+    def _add_members(self, suffix: str, keys: list[str]) -> None:
+        """Add ``keys`` to their runs' ``run:<run>:<suffix>`` sets (which expire with the run)."""
+        pipe = self.r.pipeline()
+        for run, run_keys in _keys_by_run(keys).items():
+            pipe.sadd(self.k("run", run, suffix), *run_keys)
+            pipe.expire(self.k("run", run, suffix), self.ttl_s)
+        pipe.execute()
+
+    def _members(self, suffix: str, keys: list[str]) -> set[str]:
+        by_run = _keys_by_run(keys)
+        if not by_run:
+            return set()
+        pipe = self.r.pipeline()
+        for run, run_keys in by_run.items():
+            pipe.smismember(self.k("run", run, suffix), run_keys)
+        flags = pipe.execute()
+        return {k for run_keys, on in zip(by_run.values(), flags) for k, hit in zip(run_keys, on) if hit}
 
     # ---- batch records ------------------------------------------------------------------
     def update_batch(self, batch_id: str, **fields: Any) -> None:

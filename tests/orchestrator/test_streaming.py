@@ -149,3 +149,27 @@ def test_streaming_dispatcher_skips_cancelled_questions_and_sends_whole_answers_
     assert done["run1/q1/expert/e0"] == Completion(key="run1/q1/expert/e0", model="m", text="", finish_reason="cancelled")
     assert inner.batches == [("experts", "m", 3)], "the cancelled question's request was never sent"
     assert rec.updates == {"q0": ["answer to run1/q0/expert/e0"]}, "q2 has two requests: neither is its answer"
+
+
+def test_an_empty_delta_only_asks_whether_the_question_is_still_wanted():
+    gone: set[str] = set()
+
+    class Probing:  # a streaming dispatcher that probes before any token (the fleet's, for queued requests)
+        streams = True
+        answers: list[bool] = []
+
+        def run_batches(self, groups, *, label="experts", progress=False, on_delta=None):
+            (req,) = groups["m"]
+            self.answers.append(on_delta(req.key, ""))
+            gone.add("q0")  # its client leaves while the request is still queued
+            self.answers.append(on_delta(req.key, ""))
+            return {req.key: Completion(key=req.key, model="m", text="", finish_reason="cancelled")}
+
+    rec = Recorder()
+    rec.cancelled = lambda qid: qid in gone
+    inner = Probing()
+    done = StreamingDispatcher(inner, RunStreams({"q0": rec}), "run1").run_batches(
+        {"m": [GenerationRequest(key="run1/q0/expert/e", model="m", prompt="hi")]})
+    assert inner.answers == [True, False]
+    assert rec.updates == {}, "a probe shows nothing"
+    assert done["run1/q0/expert/e"].finish_reason == "cancelled"

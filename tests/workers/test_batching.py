@@ -112,3 +112,64 @@ def test_a_batch_failed_for_good_marks_its_requests_and_the_failed_list(store, f
     failed = store.r.lrange(store.k("failed"), 0, -1)
     assert len(failed) == 1 and '"model": "m"' in failed[0]
     assert store.batch("b1")["status"] == "failed"
+
+
+# ---- streamed requests whose client hung up (the dispatcher records them cancelled) ---------------
+def _long(request: GenerationRequest, index: int) -> str:
+    return " ".join(f"{request.key}-w{i}" for i in range(30))
+
+
+def test_a_streamed_request_cancelled_mid_generation_stops_and_the_rest_of_its_batch_finishes(store, fake, pool):
+    fake.answers, fake.token_delay_s = _long, 0.01  # FakeBackend streams the batch's answers one after another
+    reqs = _reqs("r", 3)
+    store.enqueue(MODEL, reqs)
+    store.mark_streamed([reqs[0].key, reqs[1].key])  # q2 is not streamed
+    published: dict[str, int] = {}
+    publish, read = store.publish_delta, store.cancelled
+    reads: list[float] = []
+
+    def publish_and_hang_up(key: str, delta: str) -> None:
+        published[key] = published.get(key, 0) + 1
+        if key == reqs[0].key and published[key] == 3:  # the gateway saw its third token, then the client left
+            store.mark_cancelled([key])
+        publish(key, delta)
+
+    def counted_read(keys):
+        reads.append(time.monotonic())
+        return read(keys)
+
+    store.publish_delta, store.cancelled = publish_and_hang_up, counted_read
+    t0 = time.monotonic()
+    summary = batching.run_batch(store, pool.generate, MODEL, "b1", max_batch=8, max_wait_s=0)
+    took = time.monotonic() - t0
+    done = store.results("r", [q.key for q in reqs])
+    assert done[reqs[0].key].finish_reason == "cancelled"
+    assert 3 <= published[reqs[0].key] < 30 and len(done[reqs[0].key].text.split()) < 30, "it stopped early"
+    for q in reqs[1:]:
+        assert done[q.key].text == _long(q, 0) and done[q.key].finish_reason == "stop", "the others went on"
+    assert published[reqs[1].key] == 30 and reqs[2].key not in published
+    assert summary.written == 3 and summary.cancelled == 1
+    assert store.batch("b1")["cancelled"] == 1
+    # throttled: one Redis read per CANCEL_CHECK_S at most (plus the first), not one per token
+    assert len(reads) <= 2 + took / batching.CANCEL_CHECK_S
+    assert len(reads) * 5 < sum(published.values())
+
+
+def test_a_request_cancelled_before_its_batch_runs_is_answered_without_generating(store, fake, pool):
+    reqs = _reqs("r", 2)
+    store.enqueue(MODEL, reqs)
+    store.mark_streamed([q.key for q in reqs])
+    store.mark_cancelled([reqs[0].key])
+    summary = batching.run_batch(store, pool.generate, MODEL, "b1", max_batch=8, max_wait_s=0)
+    assert [q.key for q in fake.batches[0]] == [reqs[1].key], "only the wanted request was generated"
+    done = store.results("r", [q.key for q in reqs])
+    assert done[reqs[0].key].text == "" and done[reqs[0].key].finish_reason == "cancelled"
+    assert done[reqs[1].key].finish_reason == "stop"
+    assert summary.written == 2 and summary.cancelled == 1
+
+
+def test_cancellations_are_kept_per_run_and_expire_with_it(store):
+    store.mark_cancelled(["r1/q0/e", "r2/q3/e"])
+    assert store.cancelled(["r1/q0/e", "r1/q1/e", "r2/q3/e"]) == {"r1/q0/e", "r2/q3/e"}
+    assert store.cancelled([]) == set()
+    assert 0 < store.r.ttl(store.k("run", "r1", "cancelled")) <= store.ttl_s

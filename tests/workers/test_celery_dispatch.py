@@ -1,4 +1,5 @@
-"""Unit tests of the Celery dispatcher on fakes: liveness, resume, failures, the batch-task count.
+"""Unit tests of the Celery dispatcher on fakes: liveness, resume, failures, the batch-task count,
+token streaming and the cancellation of streamed requests whose client hung up.
 
 The "worker" here is a FakeWorker thread that runs the real batching code on a FakeBackend.
 """
@@ -13,7 +14,7 @@ import pytest
 
 from orchestrator.config import ExpertRegistry, ModelSpec
 from orchestrator.errors import DispatchError, UnknownNameError
-from orchestrator.core import GenerationRequest
+from orchestrator.core import Completion, GenerationRequest
 from workers import batching, jobs
 from workers.backends.fake import FakeBackend
 from workers.celery_dispatch import CeleryDispatcher
@@ -138,6 +139,47 @@ def test_an_answered_run_is_not_sent_again(store):
     sent = len(worker.sent)
     again = disp.run_batches({MODEL: _reqs("r1", 2)})
     assert len(again) == 2 and len(worker.sent) == sent
+
+
+def _long(request: GenerationRequest, index: int) -> str:
+    return " ".join(f"{request.prompt}-w{i}" for i in range(30))
+
+
+def test_streamed_deltas_reach_on_delta_and_a_hung_up_client_stops_only_its_generation(store):
+    worker = FakeWorker(store)
+    worker.backend.answers, worker.backend.token_delay_s = _long, 0.01
+    reqs = _reqs("r1", 2)  # one batch: the FakeBackend streams q0's answer, then q1's
+    seen: dict[str, list[str]] = {}
+
+    def on_delta(key: str, delta: str) -> bool:
+        if delta:
+            seen.setdefault(key, []).append(delta)
+        return not (key == reqs[0].key and len(seen.get(key, [])) >= 2)  # q0's client leaves after 2 tokens
+
+    out = _dispatcher(store, worker).run_batches({MODEL: reqs}, on_delta=on_delta)
+    for t in worker.threads:
+        t.join(timeout=10)
+    assert out[reqs[0].key] == Completion(key=reqs[0].key, model=MODEL, text="", finish_reason="cancelled")
+    assert out[reqs[1].key].text == _long(reqs[1], 0) and out[reqs[1].key].finish_reason == "stop"
+    assert len(seen[reqs[1].key]) > 1, "q1's tokens streamed"
+    assert store.cancelled([q.key for q in reqs]) == {reqs[0].key}
+    stopped = store.results("r1", [reqs[0].key])[reqs[0].key]
+    assert stopped.finish_reason == "cancelled" and len(stopped.text.split()) < 30, "the worker stopped generating q0"
+    assert len(seen[reqs[0].key]) == 2, "nothing of q0 was forwarded after its client left"
+
+
+def test_a_queued_streamed_request_whose_client_hung_up_is_neither_waited_for_nor_generated(store):
+    worker = FakeWorker(store)
+    disp = _dispatcher(store, worker, result_timeout_s=3)
+    disp._send = lambda model: "not-yet"  # queued: no batch task has run yet, so no delta comes
+    req = _reqs("r1", 1)[0]
+    t0 = time.monotonic()
+    out = disp.run_batches({MODEL: [req]}, on_delta=lambda key, delta: False)  # its client has left
+    assert out[req.key] == Completion(key=req.key, model=MODEL, text="", finish_reason="cancelled")
+    assert time.monotonic() - t0 < 2
+    assert store.cancelled([req.key]) == {req.key}
+    summary = batching.run_batch(store, worker.pool.generate, MODEL, "late", max_batch=4, max_wait_s=0)
+    assert worker.backend.count("generate") == 0 and summary.cancelled == 1 and summary.written == 1
 
 
 def test_liveness_helpers(store):
