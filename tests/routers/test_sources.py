@@ -28,3 +28,24 @@ def test_per_group_caps_each_dataset_and_category_and_keeps_every_group(monkeypa
     groups = Counter((r.source.split("/")[0], r.category) for r in capped)
     assert groups == {("mmlu", "medicine"): 10, ("mmlu", "law"): 5, ("gsm8k", "math"): 10, ("user", "writing"): 10}
     assert [r.id for r in sources.train_rows(per_group=10)] == [r.id for r in capped]  # seeded
+
+
+def test_package_sources_load_labelled_and_share_no_prompt_with_the_cross_source_test_set():
+    """The real packages: the science/code sources added for real traffic load with their labels,
+    and no training prompt (any source) appears in the shipped cross-source test set."""
+    import json
+
+    pytest.importorskip("pyarrow")
+    new = {"qasper": "science", "sciq": "science", "openbookqa": "science", "mt_mbpp": "code"}
+    for name, category in new.items():
+        rows = sources.TRAIN_SOURCES[name]()
+        assert len(rows) >= 300, name
+        assert {r.category for r in rows} == {category}, name
+    qasper = sources.TRAIN_SOURCES["qasper"]()[0]
+    assert qasper.text.count("\n\n") >= 2  # title, abstract, question: a pasted paper, not a bare stem
+    assert len({r.source.split("/")[0] for r in sources.mt_mbpp()}) == 1
+    assert len({r.id.split("/")[0] for r in sources.mt_mbpp()}) == len(sources.MT_MBPP_LANGUAGES)
+    lines = sources.EVAL_FILE.read_text(encoding="utf-8").split("\n")  # not splitlines: U+2028 inside prompts
+    eval_texts = {json.loads(line)["question"].strip() for line in lines if line.strip()}
+    train_texts = {r.text.strip() for r in sources.train_rows()}
+    assert not train_texts & eval_texts
