@@ -210,35 +210,41 @@ def eval_answers(eval_dir: Path, tasks: list[str], *, split: str, limit: int | N
 
 
 def step_import_eval(out: Path, eval_dir: Path, tasks: list[str], *, split: str, limit: int | None,
-                     seed: int) -> int:
-    """Generated-answer rows from an ``expertmix eval`` run become the models' profile results."""
+                     seed: int, per_persona: bool = False) -> int:
+    """Generated-answer rows from an ``expertmix eval`` run become the models' profile results.
+
+    ``per_persona``: each answer profiles only the expert that gave it (personas of one model differ
+    by role prompt and token budget); otherwise it stands for every persona of its model."""
     from orchestrator.config import ExpertRegistry
 
     registry = ExpertRegistry.default()
     items, answers = eval_answers(eval_dir, tasks, split=split, limit=limit, seed=seed, step="import-eval")
-    new: dict[tuple[str, str], dict[str, Any]] = {}
+    new: dict[tuple[str, str, str | None], dict[str, Any]] = {}
     for r in answers:
-        model = registry.model_of(r["system"].split(":", 1)[1]).name
-        new[(r["id"], model)] = {"id": r["id"], "task": r["task"], "model": model, "kind": "generate",
-                                 "correct": bool(r["correct"]), "extracted": r.get("extracted"),
-                                 "from": f"expertmix eval ({r['system']})"}
+        expert = r["system"].split(":", 1)[1]
+        model = registry.model_of(expert).name
+        own = expert if per_persona else None
+        new[(r["id"], model, own)] = {"id": r["id"], "task": r["task"], "model": model, "kind": "generate",
+                                      "correct": bool(r["correct"]), "extracted": r.get("extracted"),
+                                      "from": f"expertmix eval ({r['system']})", **({"expert": own} if own else {})}
     if not new:
         raise SystemExit(f"import-eval: no single-expert answers of the given tasks in {eval_dir / 'answers.jsonl'}")
     store = ResultStore(out)
-    kept = [r for r in store.rows if (r["id"], r["model"]) not in new]
+    kept = [r for r in store.rows if (r["id"], r["model"], r.get("expert")) not in new]
     rows = kept + list(new.values())
     store.path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     saved = read_rows(out / ITEMS_FILE)
     known = {r["id"]: r for r in saved}
-    for item_id in dict.fromkeys(i for i, _ in new):
+    for item_id in dict.fromkeys(key[0] for key in new):
         it = items[item_id].item
         row = {"id": it.id, "question": it.question, "answer": it.answer, "answer_type": it.answer_type,
                "choices": it.choices, "category": it.category, "source": items[item_id].task, "split": split,
                "kind": "eval"}
         known[item_id] = {**known.get(item_id, {}), **row}
     write_items(out, list(known.values()))  # every question re-embedded: the npz covers the new ones
-    print(f"import-eval: {len(new)} generated answers of {len({i for i, _ in new})} items "
-          f"({len(store.rows) - len(kept)} earlier rows of the same (item, model) replaced) -> {store.path}", file=sys.stderr)
+    print(f"import-eval: {len(new)} generated answers of {len({key[0] for key in new})} items "
+          f"({len(store.rows) - len(kept)} earlier rows of the same (item, model, persona) replaced) -> {store.path}",
+          file=sys.stderr)
     return len(new)
 
 
@@ -282,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--task", action="append", default=[], help="import-eval: the eval's tasks (repeat)")
     ap.add_argument("--split", default="validation", help="import-eval: the eval's split (never test)")
     ap.add_argument("--limit", type=int, help="import-eval: the eval's --limit")
+    ap.add_argument("--per-persona", action="store_true",
+                    help="import-eval: an answer profiles only the expert that gave it, not every persona of its model")
     ap.add_argument("--prompts", type=int, default=60, help="choose-aggregator: synthesis prompts (default 60)")
     args = ap.parse_args(argv)
     random.seed(args.seed)
@@ -292,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.step == "import-eval":
         if not args.eval or not args.task:
             ap.error("import-eval needs --eval EVAL_DIR and the eval's --task names")
-        step_import_eval(args.out, args.eval, args.task, split=args.split, limit=args.limit, seed=args.seed)
+        step_import_eval(args.out, args.eval, args.task, split=args.split, limit=args.limit, seed=args.seed,
+                         per_persona=args.per_persona)
     if args.step == "choose-aggregator":
         if not args.eval or not args.task:
             ap.error("choose-aggregator needs --eval EVAL_DIR and the eval's --task names")

@@ -137,15 +137,19 @@ def profile_generation(backend: Any, spec: Any, items: list[GenItem], store: Res
 
 def persona_rows(results: list[dict[str, Any]], registry: Any, keywords: dict[str, list[str]],
                  answer_types: dict[str, str]) -> list[dict[str, Any]]:
-    """Each model's results as correctness rows of every registry expert on that model."""
+    """Correctness rows per registry expert. A result with an ``expert`` field is that persona's own
+    answer (its role prompt and token budget, from ``import-eval``); a result without one is its
+    model's and stands for every persona on that model that has no answer of its own to the item."""
     by_model: dict[str, list[str]] = {}
     for name in registry.experts:
         by_model.setdefault(registry.model_of(name).name, []).append(name)
+    own = {(r["id"], r["expert"]) for r in results if r.get("expert")}
     rows = []
     for r in results:
         if r["id"] not in keywords:
             continue
-        for expert in by_model.get(r["model"], []):
+        experts = [r["expert"]] if r.get("expert") else [e for e in by_model.get(r["model"], []) if (r["id"], e) not in own]
+        for expert in experts:
             rows.append({"id": r["id"], "keywords": keywords[r["id"]], "expert": expert, "model": r["model"],
                          "task": r["task"], "answer_type": answer_types.get(r["id"]), "correct": bool(r["correct"])})
     return rows

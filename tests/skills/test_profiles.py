@@ -193,3 +193,43 @@ def test_import_eval_turns_generated_answers_into_profile_rows(tmp_path):
     assert [r["id"] for r in saved] == [item.id] and saved[0]["keywords"]
     with pytest.raises(SystemExit, match="test-split"):
         step_import_eval(out, eval_dir, ["sciq"], split="test", limit=1, seed=0)
+
+
+def test_persona_answers_profile_only_their_persona_and_model_rows_fill_the_rest():
+    """Personas of one model differ by role prompt and token budget: an answer imported per persona
+    profiles that expert alone; the model's row stands for its personas without one of their own."""
+    from orchestrator.config import ExpertRegistry
+    from skills.model_profiling import persona_rows
+
+    registry = ExpertRegistry.default()
+    qwen = registry.model_of("scientist").name
+    results = [{"id": "q1", "model": qwen, "task": "t", "correct": True},                      # model row
+               {"id": "q1", "model": qwen, "task": "t", "correct": False, "expert": "math-tutor"},
+               {"id": "q2", "model": qwen, "task": "t", "correct": False}]
+    rows = persona_rows(results, registry, {"q1": ["k"], "q2": ["k"]}, {})
+    got = {(r["id"], r["expert"]): r["correct"] for r in rows if r["model"] == qwen}
+    personas = [e for e in registry.experts if registry.model_of(e).name == qwen]
+    assert "math-tutor" in personas and len(personas) >= 2
+    assert got[("q1", "math-tutor")] is False
+    assert all(got[("q1", e)] is True for e in personas if e != "math-tutor")
+    assert all(got[("q2", e)] is False for e in personas)
+    assert len(got) == 2 * len(personas)  # one row per (item, persona): the own answer replaces the model's
+
+
+def test_import_eval_per_persona_keeps_the_model_row_for_other_personas(tmp_path):
+    from skills.default_profiles import step_import_eval
+    from skills.evaluation import load_items
+    from skills.model_profiling import ResultStore
+
+    (item,) = [e.item for e in load_items(["sciq"], split="validation", limit=1)]
+    eval_dir = tmp_path / "ev"
+    eval_dir.mkdir()
+    (eval_dir / "answers.jsonl").write_text(json.dumps(
+        {"system": "expert:math-tutor", "task": "sciq", "id": item.id, "correct": True, "extracted": "B"}) + "\n")
+    out = tmp_path / "profiles"
+    out.mkdir()
+    (out / "model_results.jsonl").write_text(json.dumps(
+        {"id": item.id, "model": "qwen-coder-0.5b", "task": "sciq", "kind": "generate", "correct": False}) + "\n")
+    assert step_import_eval(out, eval_dir, ["sciq"], split="validation", limit=1, seed=0, per_persona=True) == 1
+    rows = ResultStore(out).rows
+    assert sorted((r.get("expert") or "", r["correct"]) for r in rows) == [("", False), ("math-tutor", True)]
