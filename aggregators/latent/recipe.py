@@ -46,21 +46,32 @@ def _load_group(models: list[str], device: str, registry: ExpertRegistry):
     return [load_lm(registry.model(m), device) for m in models]
 
 
+DEV_EVERY = 5
+
+
 def train_recipe(models: list[str], data: str, *, out: str | Path, per_task: int = 60, cfg: TrainConfig | None = None,
                  points: int = 3, shared: int = 256, heads: int = 4, prompt_only: bool = False, device: str = "auto",
-                 eval_per_task: int = 0, registry: ExpertRegistry | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train a fuser for ``models`` (primary first) on ``data``'s train split and save it to ``out``."""
+                 eval_per_task: int = 0, registry: ExpertRegistry | None = None, progress: bool = True,
+                 dev_checks: bool = True) -> dict[str, Any]:
+    """Train a fuser for ``models`` (primary first) on ``data``'s train split and save it to ``out``.
+
+    ``dev_checks``: one train-split item in :data:`DEV_EVERY` is held out of training and picks the
+    checkpoint (the untrained fuser, i.e. the primary, included): see :func:`train_fuser`."""
     from workers.fusion.mot import LatentFuser
 
     registry = registry or ExpertRegistry.default()
     cfg = cfg or TrainConfig()
     lms = _load_group(models, device, registry)
     items = read_items(data, split="train", per_task=per_task, seed=cfg.seed)
+    # every DEV_EVERY-th train-split item is a dev item: never trained on, it picks the checkpoint
+    dev = items[DEV_EVERY - 1::DEV_EVERY] if dev_checks else []
+    fit = [it for i, it in enumerate(items) if not dev or (i + 1) % DEV_EVERY]
     fuser = LatentFuser(lms[0], lms[1:], points=points, shared=shared, heads=heads, prompt_only=prompt_only)
     try:
-        report = train_fuser(fuser, items, cfg, progress=progress)
+        report = train_fuser(fuser, fit, cfg, progress=progress, dev=dev)
         out_dir = Path(out).expanduser()
-        fuser.save(out_dir, extra={"data": data, "train_items": len(items), "train_seconds": report["seconds"]})
+        fuser.save(out_dir, extra={"data": data, "train_items": len(fit), "dev_items": len(dev),
+                                   "train_seconds": report["seconds"]})
         plot_losses(report["losses"], out_dir / "loss.png", title=f"{models[0]} + {', '.join(models[1:])}")
         summary = {k: v for k, v in report.items() if k != "losses"}
         summary.update(out=str(out_dir), loss_first20=_mean(report["losses"][:20]), loss_last20=_mean(report["losses"][-20:]))

@@ -14,6 +14,8 @@ Example::
 
 from __future__ import annotations
 
+import copy
+import logging
 import math
 import random
 import time
@@ -28,6 +30,8 @@ from workers.fusion.align import Encoded, encode_pair
 from aggregators.latent.data import McItem
 from workers.fusion.mot import LatentFuser, visible
 
+log = logging.getLogger(__name__)
+
 MC_SYSTEM = "Answer the question."
 """The one system prompt every model gets when scoring options (base models: a preamble)."""
 
@@ -39,6 +43,7 @@ class TrainConfig(BaseModel):
     accumulate: int = 4           # items per optimiser step
     max_seconds: float = 540.0    # stop (and save) when the budget is spent
     seed: int = 0
+    check_every: int = 40         # with dev items: score them every this many training items
 
 
 @dataclass
@@ -99,22 +104,50 @@ def _softcap(lm: Any, logits: torch.Tensor) -> torch.Tensor:
     return torch.tanh(logits / cap) * cap if cap else logits
 
 
+def dev_accuracy(fuser: LatentFuser, items: Sequence[McItem], caches: Sequence[PeerCache]) -> float:
+    """Accuracy of the fused primary on ``items`` (their peer caches precomputed)."""
+    if not items:
+        return 0.0
+    with torch.no_grad():
+        return sum(int(torch.argmax(option_scores(fuser, it, c))) == it.gold for it, c in zip(items, caches)) / len(items)
+
+
 def train_fuser(fuser: LatentFuser, items: Sequence[McItem], cfg: TrainConfig, *, progress: bool = True,
-                caches: list[PeerCache] | None = None) -> dict[str, Any]:
-    """Train the interaction layers on ``items``; returns losses, timings and sizes."""
+                caches: list[PeerCache] | None = None, dev: Sequence[McItem] = ()) -> dict[str, Any]:
+    """Train the interaction layers on ``items``; returns losses, timings and sizes.
+
+    With ``dev`` items (never trained on), the fused primary is scored on them before training (the
+    zero gates: exactly the primary), every ``cfg.check_every`` items and at the end; the best state
+    is kept, ties to the earliest. So a run that only hurts on ``dev`` ends as the primary itself
+    (``report["dev"]["kept_after_items"] == 0``), never as a fuser worse than its primary there."""
     from tqdm import tqdm
 
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
     if caches is None:
         caches = [peer_cache(fuser, it) for it in tqdm(items, desc="caching peer states", disable=not progress)]
+    dev_caches = [peer_cache(fuser, it) for it in tqdm(dev, desc="caching dev peer states", disable=not progress)]
     cache_s = time.perf_counter() - t0
+    checks: list[dict[str, float]] = []
+    best: dict[str, Any] = {}
+
+    def check(seen: int) -> None:
+        if not dev:
+            return
+        fuser.interactions.eval()
+        acc = dev_accuracy(fuser, dev, dev_caches)
+        fuser.interactions.train()
+        checks.append({"items": seen, "dev_acc": round(acc, 4)})
+        if not best or acc > best["acc"]:
+            best.update(acc=acc, items=seen, state=copy.deepcopy(fuser.interactions.state_dict()))
+
     opt = torch.optim.AdamW(fuser.interactions.parameters(), lr=cfg.lr, weight_decay=0.0)
     order = list(range(len(items)))
     losses: list[float] = []
     stopped = False
     bar = tqdm(total=cfg.epochs * len(items), desc="training fuser", disable=not progress)
     fuser.interactions.train()
+    check(0)
     for _ in range(cfg.epochs):
         random.Random(cfg.seed + len(losses)).shuffle(order)
         for n, i in enumerate(order):
@@ -125,6 +158,8 @@ def train_fuser(fuser: LatentFuser, items: Sequence[McItem], cfg: TrainConfig, *
             if (n + 1) % cfg.accumulate == 0:
                 opt.step()
                 opt.zero_grad()
+            if len(losses) % cfg.check_every == 0:
+                check(len(losses))
             bar.update(1)
             bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
             if time.perf_counter() - t0 > cfg.max_seconds:
@@ -135,10 +170,20 @@ def train_fuser(fuser: LatentFuser, items: Sequence[McItem], cfg: TrainConfig, *
     opt.step()
     opt.zero_grad()
     bar.close()
+    report: dict[str, Any] = {}
+    if dev:
+        if not checks or checks[-1]["items"] != len(losses):
+            check(len(losses))
+        fuser.interactions.load_state_dict(best["state"])
+        report["dev"] = {"items": len(dev), "primary_acc": checks[0]["dev_acc"], "kept_acc": round(best["acc"], 4),
+                         "kept_after_items": best["items"], "checks": checks}
+        if best["items"] == 0:
+            log.warning("fuse train: no checkpoint beat the primary alone on %d dev items (%.3f); the saved fuser "
+                        "is the untrained one, i.e. exactly the primary", len(dev), best["acc"])
     fuser.interactions.eval()
     return {"losses": losses, "seconds": round(time.perf_counter() - t0, 1), "cache_seconds": round(cache_s, 1),
             "items": len(items), "steps": len(losses), "stopped_on_budget": stopped,
-            "trainable_parameters": fuser.trainable_parameters()}
+            "trainable_parameters": fuser.trainable_parameters(), **report}
 
 
 def evaluate(fuser: LatentFuser, items: Sequence[McItem], *, progress: bool = True) -> dict[str, Any]:

@@ -36,6 +36,10 @@ def register(sub: Any) -> None:
     t.add_argument("--prompt-only", action="store_true", help="Cache-to-Cache style: fuse on the prompt only")
     t.add_argument("--eval-per-task", type=int, default=0, help="also score N held-out items per task")
     t.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:N]")
+    t.add_argument("--check-every", type=int, default=40, metavar="N",
+                   help="score the dev items (1 in 5 train-split items, never trained on) every N items; the best "
+                        "checkpoint is kept, the untrained one (= the primary) included (default 40)")
+    t.add_argument("--no-dev", action="store_true", help="train on every item and keep the last state")
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=cmd_train)
     e = fsub.add_parser("eval", help="held-out accuracy of a trained fuser vs its primary alone")
@@ -52,11 +56,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.per_task < 1 or args.epochs < 1 or args.max_minutes <= 0:
         raise InputError("--per-task and --epochs must be >= 1 and --max-minutes > 0")
-    cfg = TrainConfig(epochs=args.epochs, lr=args.lr, max_seconds=args.max_minutes * 60, seed=args.seed)
+    if args.check_every < 1:
+        raise InputError("--check-every must be >= 1")
+    cfg = TrainConfig(epochs=args.epochs, lr=args.lr, max_seconds=args.max_minutes * 60, seed=args.seed,
+                      check_every=args.check_every)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     report = train_recipe(models, args.data, out=args.out, per_task=args.per_task, cfg=cfg, points=args.points,
                           shared=args.shared, prompt_only=args.prompt_only, device=args.device,
-                          eval_per_task=args.eval_per_task)
+                          eval_per_task=args.eval_per_task, dev_checks=not args.no_dev)
     print(json.dumps(report, indent=2))
     return 0
 

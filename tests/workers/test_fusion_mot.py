@@ -105,6 +105,27 @@ def test_training_moves_the_gate_and_save_load_round_trips(fuser, tmp_path):
         loaded.close()
 
 
+@pytest.mark.parametrize("trend, kept", [("worse", 0), ("better", 4)])
+def test_dev_checks_keep_the_best_checkpoint_and_never_end_below_the_primary(fuser, monkeypatch, trend, kept):
+    """Dev accuracy is scored before training (zero gates: the primary) and every check; a run whose
+    checkpoints only lose on dev ends as the untrained fuser, exactly the primary."""
+    from aggregators.latent import train as train_mod
+
+    seen: list[float] = []
+
+    def scripted_dev_accuracy(f, items, caches):  # fake: a scripted dev curve, not a model score
+        seen.append(0.5 + (0.1 if trend == "better" else -0.1) * len(seen))
+        return seen[-1]
+
+    monkeypatch.setattr(train_mod, "dev_accuracy", scripted_dev_accuracy)
+    cfg = TrainConfig(epochs=2, accumulate=1, lr=1e-2, check_every=2)
+    report = train_fuser(fuser, [ITEM, ITEM], cfg, progress=False, dev=[ITEM])
+    assert [c["items"] for c in report["dev"]["checks"]] == [0, 2, 4]
+    assert report["dev"]["kept_after_items"] == kept and report["dev"]["primary_acc"] == 0.5
+    alphas = [float(layer.alpha) for layer in fuser.interactions]
+    assert (all(a == 0.0 for a in alphas)) == (kept == 0)
+
+
 def test_prompt_only_variant_decodes_with_the_primary_alone(fuser):
     fuser.prompt_only = True
     out = latent_generate(fuser, {}, ITEM.question, max_tokens=6)
