@@ -139,9 +139,9 @@ def _generate(store: FleetStore, generate: GenerateFn, model: str, todo: list[Ge
     if not streamed:
         return generate(model, todo)
     cancelled = Cancellations(store, streamed)
-    skipped = [Completion(key=q.key, model=model, text="", finish_reason="cancelled")
-               for q in todo if q.key in cancelled]
-    live = [q for q in todo if q.key not in cancelled.gone]
+    before = {q.key for q in todo if q.key in cancelled}  # one reading splits todo: every request lands once
+    skipped = [Completion(key=q.key, model=model, text="", finish_reason="cancelled") for q in todo if q.key in before]
+    live = [q for q in todo if q.key not in before]
 
     def on_delta(key: str, delta: str) -> bool:
         if key not in streamed:
