@@ -104,12 +104,15 @@ def _softcap(lm: Any, logits: torch.Tensor) -> torch.Tensor:
     return torch.tanh(logits / cap) * cap if cap else logits
 
 
+def picks_gold(fuser: LatentFuser, item: McItem, cache: PeerCache | None, *, fused: bool = True) -> bool:
+    """Whether the (fused, else lone) primary scores ``item``'s gold option highest."""
+    with torch.no_grad():
+        return int(torch.argmax(option_scores(fuser, item, cache, fused=fused))) == item.gold
+
+
 def dev_accuracy(fuser: LatentFuser, items: Sequence[McItem], caches: Sequence[PeerCache]) -> float:
     """Accuracy of the fused primary on ``items`` (their peer caches precomputed)."""
-    if not items:
-        return 0.0
-    with torch.no_grad():
-        return sum(int(torch.argmax(option_scores(fuser, it, c))) == it.gold for it, c in zip(items, caches)) / len(items)
+    return sum(picks_gold(fuser, it, c) for it, c in zip(items, caches)) / len(items) if items else 0.0
 
 
 def train_fuser(fuser: LatentFuser, items: Sequence[McItem], cfg: TrainConfig, *, progress: bool = True,
@@ -192,10 +195,8 @@ def evaluate(fuser: LatentFuser, items: Sequence[McItem], *, progress: bool = Tr
 
     fused_ok, alone_ok = [], []
     for it in tqdm(items, desc="scoring", disable=not progress):
-        cache = peer_cache(fuser, it)
-        with torch.no_grad():
-            fused_ok.append(int(torch.argmax(option_scores(fuser, it, cache))) == it.gold)
-            alone_ok.append(int(torch.argmax(option_scores(fuser, it, None, fused=False))) == it.gold)
+        fused_ok.append(picks_gold(fuser, it, peer_cache(fuser, it)))
+        alone_ok.append(picks_gold(fuser, it, None, fused=False))
     return {"items": len(items), "fused": accuracy_ci(fused_ok), "primary": accuracy_ci(alone_ok)}
 
 
