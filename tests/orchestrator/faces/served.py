@@ -119,9 +119,10 @@ edges:
 
 # ---- fixtures (import them into a test module; module scope: one server per module) -------------
 @pytest.fixture(scope="module")
-def fake():
-    """The fake OpenAI-compatible provider the litellm experts call."""
-    with FakeOpenAI(token_delay_s=TOKEN_DELAY_S) as server:
+def fake(request):
+    """The fake OpenAI-compatible provider the litellm experts call (a module may set
+    ``FAKE_TOKEN_DELAY_S`` for slower tokens)."""
+    with FakeOpenAI(token_delay_s=getattr(request.module, "FAKE_TOKEN_DELAY_S", TOKEN_DELAY_S)) as server:
         yield server
 
 

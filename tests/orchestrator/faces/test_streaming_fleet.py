@@ -16,21 +16,14 @@ import httpx
 import openai
 import pytest
 
-from tests.fake_openai import FakeOpenAI
-from tests.orchestrator.faces.served import ROOT, Served, fake_registry, fixed_pipeline
+from tests.orchestrator.faces.served import ROOT, Served, fake, fake_registry, fixed_pipeline  # noqa: F401 (fixture)
 from workers.harness import LocalFleet
 
 pytestmark = pytest.mark.integration
 
 # slower than served.py's provider: a hung-up request must still be generating when the worker hears of it
-TOKEN_DELAY_S = 0.1
+FAKE_TOKEN_DELAY_S = 0.1
 ASK = dict(model="expertmix", extra_body={"expertmix_budget": {"max_experts": 1}})
-
-
-@pytest.fixture(scope="module")
-def fake():
-    with FakeOpenAI(token_delay_s=TOKEN_DELAY_S) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +59,7 @@ def test_fleet_streams_the_workers_tokens(fleet_gateway):
             times.append(time.monotonic() - t0)
     assert "".join(texts) == plain
     assert len(texts) >= 4, f"token chunks from the worker, not one answer: {texts}"
-    assert times[-1] - times[0] > 3 * TOKEN_DELAY_S, "they arrived while the worker generated"
+    assert times[-1] - times[0] > 3 * FAKE_TOKEN_DELAY_S, "they arrived while the worker generated"
     assert httpx.get(f"{fleet_gateway.base}/metrics").status_code == 200
 
 
