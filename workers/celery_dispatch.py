@@ -191,8 +191,12 @@ class CeleryDispatcher:
                 self.registry.model(model)  # UnknownNameError with the valid choices
 
     def _unanswered(self, reqs: list[GenerationRequest]) -> list[GenerationRequest]:
+        """Requests with no real answer yet; a stored ``cancelled`` answer is dropped and sent again."""
         done = self._fetch({q.key for q in reqs})
-        return [q for q in reqs if q.key not in done]
+        stale = [k for k, c in done.items() if c.finish_reason == "cancelled"]
+        if stale:
+            self.store.reopen(stale)
+        return [q for q in reqs if q.key not in done or q.key in stale]
 
     def _fetch(self, keys: set[str]) -> dict[str, Completion]:
         out: dict[str, Completion] = {}

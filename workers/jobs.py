@@ -30,6 +30,7 @@ def run_summary(store: FleetStore, run: str) -> dict[str, Any]:
     requested = int(store.r.hlen(store.k("run", run, "requests")))
     done = int(store.r.hlen(store.k("run", run, "results")))
     failed = int(store.r.hlen(store.k("run", run, "errors")))
+    cancelled = int(store.r.scard(store.k("run", run, "cancelled")))
     if requested and done >= requested:
         status = "done"
     elif failed and done + failed >= requested:
@@ -38,7 +39,7 @@ def run_summary(store: FleetStore, run: str) -> dict[str, Any]:
         status = "running"
     return {
         "run": run, "status": status, "requested": requested, "done": done, "failed": failed,
-        "duplicates_dropped": int(head.get("duplicates", 0)),
+        "cancelled": cancelled, "duplicates_dropped": int(head.get("duplicates", 0)),
         "created": float(head.get("created", 0) or 0), "updated": float(head.get("updated", 0) or 0),
     }
 
@@ -81,7 +82,8 @@ def resume_run(dispatcher: "CeleryDispatcher", run: str, *, progress: bool = Fal
     show_run(store, run)  # raises for an unknown run
     requests = store.run_requests(run)
     answered = store.results(run, [q.key for q in requests])
-    missing = [q for q in requests if q.key not in answered]
+    # a request stopped because its streaming client hung up has an empty answer: it is sent again
+    missing = [q for q in requests if q.key not in answered or answered[q.key].finish_reason == "cancelled"]
     if missing:
         dispatcher.run_batches(group_by_model(missing), label=f"resume {run}", progress=progress)
     return {**run_summary(store, run), "resent": len(missing)}

@@ -159,6 +159,18 @@ class FleetStore:
         for run, reqs in _by_run(requests).items():
             self.r.hdel(self.k("run", run, "errors"), *[q.key for q in reqs])
 
+    def reopen(self, keys: list[str]) -> None:
+        """Drop the stored answers and cancellation marks of ``keys`` so they can be generated again.
+
+        Used for requests answered only with ``finish_reason="cancelled"`` (their streaming client
+        hung up) that a resume or a rerun of the run now asks for: the empty answer is not kept.
+        """
+        pipe = self.r.pipeline()
+        for run, run_keys in _keys_by_run(keys).items():
+            pipe.hdel(self.k("run", run, "results"), *run_keys)
+            pipe.srem(self.k("run", run, "cancelled"), *run_keys)
+        pipe.execute()
+
     def run_requests(self, run: str) -> list[GenerationRequest]:
         """Every request recorded for ``run``, in key order."""
         raw = self.r.hgetall(self.k("run", run, "requests"))
