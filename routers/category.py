@@ -9,14 +9,14 @@ general``). When its top probability is below ``threshold`` the question goes to
 - ``minilm``: MiniLM embeddings (most accurate; ~9 ms per question, ~185 questions/s on 2 cores).
 - ``static``: a static token table distilled from MiniLM (:mod:`routers.static_embed`), with its
   own classifier: ~50x the throughput for ~4 points of accuracy.
-- ``cascade`` (the default): every question goes through the static classifier; those whose static
-  top-class probability is below ``cascade_threshold`` are re-classified, in one batch, by the
-  MiniLM classifier. The default 0.5 was picked on validation data: on the held-out side of
-  ``user_prompts.yaml`` accuracy falls under 0.85 below it (0.45: 0.833, 0.5: 0.861, MiniLM alone
-  0.852); on the benchmark test split it gives 0.850 vs MiniLM's 0.862 and static's 0.814. It sends ~13-16% of questions to MiniLM, so a batch costs ~1/4 of MiniLM's CPU time and
-  most single questions take static's ~0.2 ms. ``cascade_threshold: 0.4`` halves MiniLM's share
-  (~6%) for ~2 points of accuracy. A ``model_dir`` without static weights degrades to MiniLM for
-  every question (with a warning).
+- ``cascade`` (the default): a non-English question goes to the multilingual e5 classifier; an
+  English one to the static classifier, and those whose static top-class probability is below
+  ``cascade_threshold`` (0.5) are re-classified, in one batch, by the ``cascade_encoder``
+  classifier: ``e5`` (default since 2026-12-02; on the cross-source test set 0.734 accuracy vs
+  0.659 with MiniLM as the second stage, at a lower file throughput) or ``minilm``. The 0.5 was
+  picked on validation data (held-out user prompts) when MiniLM was the second stage, and kept.
+  A ``model_dir`` without static weights sends every English question to the second stage, one
+  without e5 weights uses MiniLM there (each with a warning).
 
 Step 2: a YAML category map names each category's experts, primary first then ordered fallbacks,
 so ``k`` and budgets (max experts, max cost) can be honoured by walking down the list.
@@ -56,6 +56,8 @@ GENERAL = "general"
 ENCODERS = ("minilm", "static", "e5")  # sentence encoders (the embedding router accepts these)
 CATEGORY_ENCODERS = (*ENCODERS, "cascade")
 DEFAULT_ENCODER = "cascade"
+CASCADE_ENCODERS = ("e5", "minilm")  # the cascade's second stage, for English prompts static is unsure of
+DEFAULT_CASCADE_ENCODER = "e5"
 DEFAULT_CASCADE_THRESHOLD = 0.5
 # MiniLM batches of the cascade's few unsure questions: sentence-transformers pads each batch to
 # its longest text, and one long exam stem in a 128-batch padded 127 short prompts 4x (measured:
@@ -190,7 +192,8 @@ class CategoryRouter(BaseRouter):
     def __init__(
         self, k: int = 1, threshold: float | None = None, model_dir: str | Path | None = None,
         category_map: str | Path | None = None, cache: bool = False, encoder: str = DEFAULT_ENCODER,
-        cascade_threshold: float = DEFAULT_CASCADE_THRESHOLD, seed: int = 0,
+        cascade_threshold: float = DEFAULT_CASCADE_THRESHOLD, cascade_encoder: str = DEFAULT_CASCADE_ENCODER,
+        seed: int = 0,
     ) -> None:
         super().__init__(k=k, seed=seed)
         for label, value in (("threshold", threshold), ("cascade_threshold", cascade_threshold)):
@@ -199,7 +202,11 @@ class CategoryRouter(BaseRouter):
         if encoder not in CATEGORY_ENCODERS:
             raise ConfigError(f"category router: unknown encoder {encoder!r}",
                               hint=f"use one of: {', '.join(CATEGORY_ENCODERS)}")
+        if cascade_encoder not in CASCADE_ENCODERS:
+            raise ConfigError(f"category router: unknown cascade_encoder {cascade_encoder!r}",
+                              hint=f"use one of: {', '.join(CASCADE_ENCODERS)}")
         self.threshold, self.cache, self.encoder = threshold, cache, encoder
+        self.cascade_encoder = cascade_encoder
         self.cascade_threshold = float(cascade_threshold)
         self.model_dir = Path(model_dir) if model_dir else None
         self.category_map = Path(category_map) if category_map else None
@@ -210,7 +217,8 @@ class CategoryRouter(BaseRouter):
         return {"k": self.k, "threshold": self.threshold,
                 "model_dir": str(self.model_dir) if self.model_dir else None,
                 "category_map": str(self.category_map) if self.category_map else None, "cache": self.cache,
-                "encoder": self.encoder, "cascade_threshold": self.cascade_threshold, "seed": self.seed}
+                "encoder": self.encoder, "cascade_threshold": self.cascade_threshold,
+                "cascade_encoder": self.cascade_encoder, "seed": self.seed}
 
     def model_for(self, encoder: str) -> CategoryModel:
         """The trained classifier over ``encoder`` features (``minilm`` or ``static``), loaded once."""
@@ -220,8 +228,14 @@ class CategoryRouter(BaseRouter):
 
     @property
     def model(self) -> CategoryModel:
-        """The classifier whose classes and threshold decide (MiniLM's for ``cascade``)."""
-        return self.model_for("minilm" if self.encoder == "cascade" else self.encoder)
+        """The classifier whose classes and threshold decide (the second stage's for ``cascade``)."""
+        return self.model_for(self._deep() if self.encoder == "cascade" else self.encoder)
+
+    def _deep(self) -> str:
+        """The cascade's second stage: ``cascade_encoder``, or MiniLM when ``model_dir`` has no e5 weights."""
+        if self.cascade_encoder == "e5" and self._stage("e5") is not None:
+            return "e5"
+        return "minilm"
 
     def _stage(self, encoder: str) -> CategoryModel | None:
         """An optional cascade stage's classifier, or None (with one warning) when ``model_dir`` lacks it."""
@@ -234,7 +248,7 @@ class CategoryRouter(BaseRouter):
                             self.model_dir or DEFAULT_MODEL_DIR, encoder, encoder)
                 self._models[encoder] = None
                 return None
-            if model.classes != self.model.classes:
+            if encoder != "minilm" and model.classes != self.model_for("minilm").classes:
                 raise ConfigError(f"category router: the {encoder} and MiniLM classifiers in {self.model_dir} "
                                   "have different classes", hint="retrain both on the same data")
         return self._models[encoder]
@@ -251,7 +265,7 @@ class CategoryRouter(BaseRouter):
         for encoder in stages:
             if self.encoder != "cascade" or self._stage(encoder) is not None:
                 embed(warm, encoder=encoder)
-        if self.encoder == "cascade":
+        if self.encoder == "cascade" and self._deep() == "minilm":
             embed(warm, encoder="minilm")
 
     def _map_for(self, registry: ExpertRegistry) -> dict[str, list[str]]:
@@ -270,7 +284,7 @@ class CategoryRouter(BaseRouter):
 
         ``cascade``: non-English texts (:func:`routers.text.language`) go to the multilingual e5
         classifier; English ones to the static classifier, and those it is unsure of (top
-        probability below ``cascade_threshold``) to MiniLM, in small batches.
+        probability below ``cascade_threshold``) to the second stage (``cascade_encoder``), in small batches.
         """
         n = len(texts)
         probs = np.zeros((n, len(self.model.classes)), dtype=np.float32)
@@ -278,20 +292,21 @@ class CategoryRouter(BaseRouter):
             if n:
                 probs = self.model.predict_proba(embed(texts, cache=self.cache, encoder=self.encoder))
             return probs, [self.encoder] * n
-        stage = np.array(["minilm"] * n, dtype=object)
+        deep = self._deep()
+        stage = np.array(["unsure"] * n, dtype=object)
         if self._stage("e5") is not None:
             stage[[language(t) not in ("en", "und") for t in texts]] = "e5"
         if self._stage("static") is not None:
-            stage[stage == "minilm"] = "static"
+            stage[stage == "unsure"] = "static"
         for encoder in ("e5", "static"):
             idx = np.flatnonzero(stage == encoder)
             if len(idx):
                 probs[idx] = self.probabilities_with(encoder, [texts[i] for i in idx])
-        low = np.flatnonzero((stage == "static") & (probs.max(axis=1) < self.cascade_threshold))
-        stage[low] = "minilm"
-        idx = np.flatnonzero(stage == "minilm")
-        if len(idx):  # one MiniLM pass for every unsure English question
-            probs[idx] = self.probabilities_with("minilm", [texts[i] for i in idx], batch_size=CASCADE_BATCH)
+        stage[np.flatnonzero((stage == "static") & (probs.max(axis=1) < self.cascade_threshold))] = "unsure"
+        idx = np.flatnonzero(stage == "unsure")
+        if len(idx):  # one second-stage pass for every unsure English question
+            probs[idx] = self.probabilities_with(deep, [texts[i] for i in idx], batch_size=CASCADE_BATCH)
+            stage[idx] = deep
         return probs, [str(s) for s in stage]
 
     def probabilities_with(self, encoder: str, texts: list[str], batch_size: int = 128) -> np.ndarray:
@@ -315,7 +330,7 @@ class CategoryRouter(BaseRouter):
             top = max(p, key=p.get)
             if cat == GENERAL and top != GENERAL:
                 notes.append(f"category router: {top} at {p[top]:.2f} is below the threshold; routed to general")
-            if self.encoder == "cascade" and stages[i] == "e5":
+            if self.encoder == "cascade" and stages[i] == "e5" and language(questions[i].text) not in ("en", "und"):
                 notes.append("category router: non-English prompt; classified by the multilingual encoder")
             out.append(Scored(ranked, category=cat, confidence=p[top], notes=notes))
         return out

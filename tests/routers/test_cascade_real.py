@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 ROWS = [json.loads(line) for line in EVAL_FILE.read_text(encoding="utf-8").split("\n") if line.strip()]
 # measured values (docs/routers.md) minus ~0.03: far below the 0.85 / 0.80 target, see there
-ACCURACY_FLOOR, MACRO_F1_FLOOR = 0.53, 0.54  # measured 0.565 / 0.578 (cascade: e5 | static -> MiniLM)
+ACCURACY_FLOOR, MACRO_F1_FLOOR = 0.70, 0.68  # measured 0.734 / 0.717 (cascade: e5 | static -> e5)
 MULTILINGUAL_FLOOR = 0.85  # authored_multilingual (10 languages) measured 0.978 through the e5 stage
 
 
@@ -52,8 +52,10 @@ def test_cascade_on_sources_never_trained_on(cascade):
     m = classification_metrics([r["category"] for r in ROWS], cascade.categories_from_probs(probs))
     assert m["accuracy"] >= ACCURACY_FLOOR, m
     assert m["macro_f1"] >= MACRO_F1_FLOOR, m
-    assert 0.0 < stages.count("minilm") / len(stages) <= 0.6  # measured 0.50
     multi = [i for i, r in enumerate(ROWS) if r["source"] == "authored_multilingual"]
+    english = [i for i in range(len(ROWS)) if i not in set(multi)]
+    assert "minilm" not in stages  # e5 is the second stage
+    assert 0.0 < sum(stages[i] == "e5" for i in english) / len(english) <= 0.75  # measured 0.57
     to_e5 = sum(stages[i] == "e5" for i in multi) / len(multi)
     assert to_e5 >= 0.9, f"only {to_e5:.0%} of the non-English prompts reached the multilingual stage"
     m = classification_metrics([ROWS[i]["category"] for i in multi],

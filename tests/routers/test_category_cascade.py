@@ -90,6 +90,27 @@ def test_non_english_questions_go_to_the_multilingual_stage(encoders, fake_ctx):
     assert d.category == "code" and any("multilingual" in n for n in d.notes)
 
 
+def test_unsure_english_questions_go_to_the_e5_second_stage_by_default(encoders):
+    router = cascade_router(0.5)
+    router._models["e5"] = FakeClassifier(minilm_class="code")
+    texts = ["general 0.9", "general 0.3", "这段代码为什么报错 0.2"]
+    cats, _ = router.classify(texts)
+    assert cats == ["general", "code", "code"]
+    assert encoders.calls["e5"] == [[texts[2]], [texts[1]]] and encoders.calls["minilm"] == []
+    assert router.probabilities(texts)[1] == ["static", "e5", "e5"]
+    assert router.config()["cascade_encoder"] == "e5"
+
+
+def test_cascade_encoder_minilm_keeps_minilm_as_the_second_stage(encoders):
+    router = CategoryRouter(encoder="cascade", cascade_threshold=0.5, threshold=0.3, cascade_encoder="minilm")
+    router._models = {"static": FakeClassifier(), "minilm": FakeClassifier(minilm_class="math"),
+                      "e5": FakeClassifier(minilm_class="code")}
+    assert router.classify(["general 0.3", "Почему мой код падает 0.2"])[0] == ["math", "code"]
+    assert encoders.calls["minilm"] == [["general 0.3"]]
+    with pytest.raises(ConfigError, match="cascade_encoder"):
+        CategoryRouter(cascade_encoder="static")
+
+
 def test_confident_batch_never_runs_minilm(encoders):
     cats, _ = cascade_router(0.5).classify(["code 0.8", "general 0.95"])
     assert cats == ["code", "general"]
@@ -121,7 +142,7 @@ def test_cascade_is_the_default_and_config_round_trips():
 
 def test_shipped_classifiers_agree_on_classes():
     router = CategoryRouter(encoder="cascade")
-    assert router.model_for("static").classes == router.model_for("minilm").classes
+    assert router.model_for("static").classes == router.model_for("minilm").classes == router.model_for("e5").classes
 
 
 def test_model_dir_without_static_weights_falls_back_to_minilm(tmp_path, encoders, caplog):
