@@ -137,7 +137,7 @@ class CeleryDispatcher:
         sent: dict[str, int] = {}
         for model, reqs in groups.items():
             self._models_used.add(model)
-            todo = self._unanswered(reqs)
+            todo = self.unanswered(reqs)
             self.store.clear_errors_for(todo)
             self.store.enqueue(model, todo)
             for _ in range(math.ceil(len(todo) / self.settings.max_batch)):
@@ -190,8 +190,9 @@ class CeleryDispatcher:
             for model in models:
                 self.registry.model(model)  # UnknownNameError with the valid choices
 
-    def _unanswered(self, reqs: list[GenerationRequest]) -> list[GenerationRequest]:
-        """Requests with no real answer yet; a stored ``cancelled`` answer is dropped and sent again."""
+    def unanswered(self, reqs: list[GenerationRequest]) -> list[GenerationRequest]:
+        """Requests with no real answer yet (what a submit sends); a stored ``cancelled`` answer is
+        dropped so the request is generated again."""
         done = self._fetch({q.key for q in reqs})
         stale = [k for k, c in done.items() if c.finish_reason == "cancelled"]
         if stale:

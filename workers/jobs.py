@@ -80,10 +80,7 @@ def resume_run(dispatcher: "CeleryDispatcher", run: str, *, progress: bool = Fal
     """Send a run's unanswered requests again and wait for them; answered ones are kept."""
     store = dispatcher.store
     show_run(store, run)  # raises for an unknown run
-    requests = store.run_requests(run)
-    answered = store.results(run, [q.key for q in requests])
-    # a request stopped because its streaming client hung up has an empty answer: it is sent again
-    missing = [q for q in requests if q.key not in answered or answered[q.key].finish_reason == "cancelled"]
+    missing = dispatcher.unanswered(store.run_requests(run))  # a cancelled (empty) answer counts as missing
     if missing:
         dispatcher.run_batches(group_by_model(missing), label=f"resume {run}", progress=progress)
     return {**run_summary(store, run), "resent": len(missing)}
