@@ -280,7 +280,12 @@ class CategoryRouter(BaseRouter):
         return self.categories_from_probs(probs), probs
 
     def probabilities(self, texts: list[str]) -> tuple[np.ndarray, list[str]]:
-        """(class probabilities, the encoder that decided each text).
+        """(class probabilities, the encoder that decided each text); see :meth:`_decide`."""
+        probs, stages, _ = self._decide(texts)
+        return probs, stages
+
+    def _decide(self, texts: list[str]) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """(class probabilities, the encoder that decided each text, which texts are non-English).
 
         ``cascade``: non-English texts (:func:`routers.text.language`) go to the multilingual e5
         classifier; English ones to the static classifier, and those it is unsure of (top
@@ -291,11 +296,13 @@ class CategoryRouter(BaseRouter):
         if self.encoder != "cascade":
             if n:
                 probs = self.model.predict_proba(embed(texts, cache=self.cache, encoder=self.encoder))
-            return probs, [self.encoder] * n
+            return probs, [self.encoder] * n, np.zeros(n, dtype=bool)
         deep = self._deep()
         stage = np.array(["unsure"] * n, dtype=object)
+        non_english = np.zeros(n, dtype=bool)
         if self._stage("e5") is not None:
-            stage[[language(t) not in ("en", "und") for t in texts]] = "e5"
+            non_english = np.array([language(t) not in ("en", "und") for t in texts], dtype=bool)
+            stage[non_english] = "e5"
         if self._stage("static") is not None:
             stage[stage == "unsure"] = "static"
         for encoder in ("e5", "static"):
@@ -307,7 +314,7 @@ class CategoryRouter(BaseRouter):
         if len(idx):  # one second-stage pass for every unsure English question
             probs[idx] = self.probabilities_with(deep, [texts[i] for i in idx], batch_size=CASCADE_BATCH)
             stage[idx] = deep
-        return probs, [str(s) for s in stage]
+        return probs, [str(s) for s in stage], non_english
 
     def probabilities_with(self, encoder: str, texts: list[str], batch_size: int = 128) -> np.ndarray:
         """Class probabilities of ``texts`` from the ``encoder`` classifier alone."""
@@ -321,7 +328,7 @@ class CategoryRouter(BaseRouter):
 
     def score(self, questions: list[Question], ctx: RunContext) -> list[Scored]:
         mapping = self._map_for(ctx.registry)
-        probs, stages = self.probabilities([q.text for q in questions])
+        probs, _, non_english = self._decide([q.text for q in questions])
         cats = self.categories_from_probs(probs)
         out = []
         for i, cat in enumerate(cats):
@@ -330,7 +337,7 @@ class CategoryRouter(BaseRouter):
             top = max(p, key=p.get)
             if cat == GENERAL and top != GENERAL:
                 notes.append(f"category router: {top} at {p[top]:.2f} is below the threshold; routed to general")
-            if self.encoder == "cascade" and stages[i] == "e5" and language(questions[i].text) not in ("en", "und"):
+            if non_english[i]:
                 notes.append("category router: non-English prompt; classified by the multilingual encoder")
             out.append(Scored(ranked, category=cat, confidence=p[top], notes=notes))
         return out
