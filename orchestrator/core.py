@@ -104,6 +104,9 @@ class GenerationRequest(BaseModel):
     sampling: Sampling = Field(default_factory=Sampling)
 
 
+CANCELLED = "cancelled"  # finish_reason of a request stopped because its client hung up
+
+
 class Completion(BaseModel):
     """What a backend returns for one request (``texts`` holds ``n`` samples, ``text`` the first)."""
 
@@ -115,6 +118,15 @@ class Completion(BaseModel):
     completion_tokens: int = 0
     latency_s: float = 0.0
     finish_reason: str | None = None
+
+    @classmethod
+    def cancelled_for(cls, key: str, model: str) -> "Completion":
+        """The empty answer a request gets when nobody wants it any more (its client hung up)."""
+        return cls(key=key, model=model, text="", finish_reason=CANCELLED)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.finish_reason == CANCELLED
 
 
 class ExpertAnswer(BaseModel):

@@ -156,7 +156,7 @@ class StreamingDispatcher:
     def run_batches(self, groups: dict[str, list[GenerationRequest]], *, label: str = "experts",
                     progress: bool = False) -> dict[str, Completion]:
         question_of = {r.key: self._question(r.key) for reqs in groups.values() for r in reqs}
-        skipped = {r.key: Completion(key=r.key, model=m, text="", finish_reason="cancelled")
+        skipped = {r.key: Completion.cancelled_for(r.key, m)
                    for m, reqs in groups.items() for r in reqs
                    if question_of[r.key] is not None and self.stream.cancelled(question_of[r.key])}
         live = {m: [r for r in reqs if r.key not in skipped] for m, reqs in groups.items()}
@@ -183,7 +183,7 @@ class StreamingDispatcher:
         else:
             done = self.inner.run_batches(live, label=label, progress=progress) if live else {}
         for key, question in streamed.items():  # the whole text, also where deltas were not streamed
-            if key in done and done[key].finish_reason != "cancelled":
+            if key in done and not done[key].cancelled:
                 self.stream.update(question, done[key].text)
         return {**done, **skipped}
 

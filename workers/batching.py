@@ -117,7 +117,7 @@ def run_batch(
     completions = _generate(store, generate, model, todo)
     summary.seconds = round(time.perf_counter() - t0, 3)
     summary.generated = len(completions)
-    summary.cancelled = sum(1 for c in completions if c.finish_reason == "cancelled")
+    summary.cancelled = sum(1 for c in completions if c.cancelled)
     summary.written = store.store_completions(completions)
     store.update_batch(
         batch_id, status="done", finished=time.time(), seconds=summary.seconds,
@@ -140,7 +140,7 @@ def _generate(store: FleetStore, generate: GenerateFn, model: str, todo: list[Ge
         return generate(model, todo)
     cancelled = Cancellations(store, streamed)
     before = {q.key for q in todo if q.key in cancelled}  # one reading splits todo: every request lands once
-    skipped = [Completion(key=q.key, model=model, text="", finish_reason="cancelled") for q in todo if q.key in before]
+    skipped = [Completion.cancelled_for(q.key, model) for q in todo if q.key in before]
     live = [q for q in todo if q.key not in before]
 
     def on_delta(key: str, delta: str) -> bool:

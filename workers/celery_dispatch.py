@@ -194,7 +194,7 @@ class CeleryDispatcher:
         """Requests with no real answer yet (what a submit sends); a stored ``cancelled`` answer is
         dropped so the request is generated again."""
         done = self._fetch({q.key for q in reqs})
-        stale = [k for k, c in done.items() if c.finish_reason == "cancelled"]
+        stale = [k for k, c in done.items() if c.cancelled]
         if stale:
             self.store.reopen(stale)
         return [q for q in reqs if q.key not in done or q.key in stale]
@@ -250,7 +250,7 @@ class _Deltas:
 
     def resolve_cancelled(self, outstanding: set[str], model_of: dict[str, str]) -> dict[str, Completion]:
         """Empty ``finish_reason="cancelled"`` completions for the outstanding cancelled requests."""
-        return {key: Completion(key=key, model=model_of[key], text="", finish_reason="cancelled")
+        return {key: Completion.cancelled_for(key, model_of[key])
                 for key in sorted(self.cancelled & outstanding)}
 
     def _probe(self, outstanding: set[str]) -> None:

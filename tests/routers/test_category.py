@@ -77,7 +77,9 @@ def test_max_cost_skips_an_expensive_primary(fake_ctx, monkeypatch):
     router = CategoryRouter(k=1, threshold=0.0)
     probs = np.full(9, 0.1 / 8)
     probs[router.model.classes.index("code")] = 0.9
-    monkeypatch.setattr(router, "probabilities", lambda texts: (np.tile(probs, (len(texts), 1)), ["static"] * len(texts)))
+    monkeypatch.setattr(
+        router, "_decide", lambda texts: (np.tile(probs, (len(texts), 1)), ["static"] * len(texts), np.zeros(len(texts), bool))
+    )
     fake_ctx.budget = Budget(max_cost=1.0)  # coder costs 3.5
     d = router.route([Question(id="q", text="fix my python bug")], fake_ctx)[0]
     assert d.category == "code"

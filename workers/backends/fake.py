@@ -22,7 +22,7 @@ from typing import Callable, Mapping
 
 from orchestrator.config import ModelSpec
 from orchestrator.errors import BackendError
-from orchestrator.core import Completion, GenerationRequest
+from orchestrator.core import CANCELLED, Completion, GenerationRequest
 from workers.backends.base import BACKENDS
 from workers.backends.prompting import completion_text, conversation
 
@@ -95,7 +95,7 @@ class FakeBackend:
                     time.sleep(self.token_delay_s)
                 sent += piece
                 if on_delta(comp.key, piece) is False:
-                    comp = comp.model_copy(update={"text": sent, "texts": [sent], "finish_reason": "cancelled"})
+                    comp = comp.model_copy(update={"text": sent, "texts": [sent], "finish_reason": CANCELLED})
                     break
             out.append(comp)
         return out

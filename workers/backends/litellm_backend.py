@@ -30,7 +30,7 @@ from typing import Any
 
 from orchestrator.config import ModelSpec, env_number
 from orchestrator.errors import BackendError, ConfigError, ExpertmixError
-from orchestrator.core import Completion, GenerationRequest
+from orchestrator.core import CANCELLED, Completion, GenerationRequest
 from orchestrator.streaming import DeltaCallback
 from workers.backends.base import BACKENDS, api_key_from_env
 from workers.backends.prompting import completion_text, conversation
@@ -173,7 +173,7 @@ class LitellmBackend:
                 if delta:
                     parts.append(delta)
                     if on_delta(request.key, delta) is False:
-                        finish = "cancelled"
+                        finish = CANCELLED
                         _close(chunks)
                         break
         except ExpertmixError:

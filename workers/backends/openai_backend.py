@@ -38,7 +38,7 @@ import time
 from typing import Any
 
 from orchestrator.config import ModelSpec, env_number
-from orchestrator.core import Completion, GenerationRequest
+from orchestrator.core import CANCELLED, Completion, GenerationRequest
 from orchestrator.errors import BackendError, ConfigError, ExpertmixError
 from orchestrator.streaming import DeltaCallback
 from workers.backends.base import BACKENDS, api_key_from_env
@@ -193,7 +193,7 @@ class OpenAIBackend:
             if delta:
                 parts.append(delta)
                 if on_delta(request.key, delta) is False:
-                    finish = "cancelled"
+                    finish = CANCELLED
                     resp.close()
                     break
         text = "".join(parts)

@@ -22,7 +22,7 @@ import itertools
 import time
 from typing import Any
 
-from orchestrator.core import Completion, GenerationRequest
+from orchestrator.core import CANCELLED, Completion, GenerationRequest
 from orchestrator.errors import BackendError
 from orchestrator.streaming import DeltaCallback
 from workers.backends.prompting import completion_text, conversation
@@ -107,5 +107,5 @@ def _completion(request: GenerationRequest, output: Any, model: str, latency: fl
         prompt_tokens=len(output.prompt_token_ids or []),
         completion_tokens=sum(len(o.token_ids) for o in output.outputs),
         latency_s=latency,
-        finish_reason="cancelled" if cancelled else (output.outputs[0].finish_reason if output.outputs else None),
+        finish_reason=CANCELLED if cancelled else (output.outputs[0].finish_reason if output.outputs else None),
     )
