@@ -27,6 +27,7 @@ from workers.settings import FleetSettings
 app = Celery("expertmix", include=["workers.tasks"])
 
 TASK_NAME = "expertmix.generate_batch"
+FUSED_TASK_NAME = "expertmix.run_fused"
 
 
 def configure(settings: FleetSettings) -> Celery:
@@ -63,12 +64,13 @@ def configure(settings: FleetSettings) -> Celery:
         worker_proc_alive_timeout=settings.worker_start_timeout_s,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
-        task_annotations={TASK_NAME: task_policy(settings)},
+        task_annotations={TASK_NAME: task_policy(settings), FUSED_TASK_NAME: task_policy(settings)},
     )
     tasks = sys.modules.get("workers.tasks")
     if tasks is not None:  # annotations apply once, when the task is bound: update a bound task too
         for name, value in task_policy(settings).items():
             setattr(tasks.generate_batch, name, value)
+            setattr(tasks.run_fused, name, value)
     app.expertmix_settings = settings
     return app
 

@@ -8,6 +8,9 @@ gives up when a model's workers stay gone for ``no_worker_grace_s`` or a batch f
 the run's finished answers stay stored, so ``expertmix jobs resume RUN`` (or running again with
 the same run id) only redoes what is missing.
 
+A fused group (token or latent fusion over several models) is one ``run_fused`` task on the queue
+of its group's models, which only workers serving all of them consume (:meth:`run_fused`).
+
 A streamed request whose client hung up (its ``on_delta`` returns False, for a delta or for the
 empty-delta probe sent while it is still queued) is recorded cancelled in Redis, so the worker
 generating it stops it (:mod:`workers.batching`), and it is answered at once with an empty
@@ -61,11 +64,13 @@ class CeleryDispatcher:
         store: FleetStore,
         *,
         send: Callable[[str], Any] | None = None,
+        send_fused: Callable[[Any], Any] | None = None,
     ) -> None:
         self.registry = registry
         self.settings = settings
         self.store = store
         self._send = send  # sends one batch task for a model; default: the Celery task
+        self._send_fused = send_fused  # sends one fused job; default: the Celery task
         self._models_used: set[str] = set()
 
     @classmethod
@@ -100,18 +105,65 @@ class CeleryDispatcher:
                 deltas.close()
 
     def run_fused(self, jobs: list, *, label: str = "fuse", progress: bool = False) -> list:
-        """Fused groups need ONE worker that serves all of a group's models; finding none live
-        is a clear error. Running the group on that worker is not implemented yet."""
+        """Results of fused group jobs (``workers.fusion.group.FusedJob``), in job order. Each job goes
+        to the queue of its group's models, which only workers serving ALL of them consume; none
+        live is a clear error naming the worker to start. A job answered before (a rerun) is not sent again."""
+        from workers.fusion.group import FusedResult
+
+        if not jobs:
+            return []
         for job in jobs:
             self._check_models(job.models)
-            together = set.intersection(*(set(live_workers(self.store, m, ttl_s=self.settings.worker_ttl_s))
-                                          for m in job.models))
-            if not together:
+            if not self._group_live(job.models):
                 raise DispatchError(
                     f"no live worker serves all of {', '.join(job.models)} together (fused group of {job.key!r})",
                     hint=f"start one: expertmix worker --models {','.join(job.models)}")
-        raise DispatchError("fused groups do not run on the worker fleet yet",
-                            hint="run token_fusion/latent_fusion pipelines with --executor local")
+        keys = [job.key for job in jobs]
+        out = {k: FusedResult.model_validate_json(v) for k, v in self.store.fused_results(keys).items()}
+        self.store.clear_fused_errors([k for k in keys if k not in out])
+        send = self._send_fused or _celery_send_fused
+        for job in jobs:
+            if job.key not in out:
+                send(job)
+        deadline = time.monotonic() + self.settings.result_timeout_s
+        gone_since: dict[str, float] = {}
+        by_key = {job.key: job for job in jobs}
+        with tqdm(total=len(jobs), desc=label, unit="group", disable=not progress) as bar:
+            bar.update(len(out))
+            while len(out) < len(jobs):
+                left = [k for k in keys if k not in out]
+                got = {k: FusedResult.model_validate_json(v) for k, v in self.store.fused_results(left).items()}
+                out.update(got)
+                bar.update(len(got))
+                left = [k for k in left if k not in got]
+                if not left:
+                    break
+                failed = self.store.fused_errors(left)
+                if failed:
+                    key, message = sorted(failed.items())[0]
+                    raise DispatchError(f"fused group {key!r} failed on its worker: {message}",
+                                        hint=f"{len(failed)} fused group(s) failed; fix the cause and run again "
+                                             "(answered groups are not redone)")
+                self._watch_groups([by_key[k] for k in left], gone_since)
+                _check_deadline(deadline, set(left), self.settings)
+                time.sleep(self.settings.poll_s)
+        return [out[k] for k in keys]
+
+    def _group_live(self, models: list[str]) -> bool:
+        """Whether some live worker serves every one of ``models``."""
+        return bool(set.intersection(*(set(live_workers(self.store, m, ttl_s=self.settings.worker_ttl_s))
+                                       for m in models)))
+
+    def _watch_groups(self, jobs: list, gone_since: dict[str, float]) -> None:
+        """Give up on a group whose last worker serving all its models is gone for ``no_worker_grace_s``."""
+        now = time.monotonic()
+        for job in jobs:
+            name = ",".join(job.models)
+            if self._group_live(job.models):
+                gone_since.pop(name, None)
+            elif now - gone_since.setdefault(name, now) > self.settings.no_worker_grace_s:
+                raise DispatchError(f"no live worker serves {name} together any more; fused group {job.key!r} "
+                                    "waits in its queue", hint=f"start `expertmix worker --models {name}` and run again")
 
     def model_loads(self) -> dict[str, int]:
         """Loads the live workers serving this dispatcher's models did (they load once, at start)."""
@@ -320,6 +372,12 @@ def _celery_send(model: str) -> str:
     from workers.tasks import send_batch_task
 
     return send_batch_task(model)
+
+
+def _celery_send_fused(job: Any) -> str:
+    from workers.tasks import send_fused_task
+
+    return send_fused_task(job)
 
 
 def _group_runs(keys: Any) -> dict[str, list[str]]:

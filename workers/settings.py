@@ -67,3 +67,21 @@ class FleetSettings(BaseModel):
 def queue_name(model: str) -> str:
     """The Celery queue that carries batch tasks for ``model``."""
     return f"expertmix.model.{model}"
+
+
+FUSED_QUEUE_MAX_MODELS = 4  # a worker listens for fused groups of up to this many of its models
+
+
+def fused_queue_name(models: list[str]) -> str:
+    """The Celery queue of fused groups over exactly this set of models (order does not matter)."""
+    return "expertmix.fused." + "+".join(sorted(set(models)))
+
+
+def fused_queues(models: list[str]) -> list[str]:
+    """Every fused-group queue a worker serving ``models`` can answer: one per subset of them (up to
+    :data:`FUSED_QUEUE_MAX_MODELS` models), so a group goes only to workers that hold all its models."""
+    from itertools import combinations
+
+    names = sorted(set(models))
+    return [fused_queue_name(list(c)) for n in range(1, min(len(names), FUSED_QUEUE_MAX_MODELS) + 1)
+            for c in combinations(names, n)]

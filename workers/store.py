@@ -171,6 +171,35 @@ class FleetStore:
             pipe.srem(self.k("run", run, "cancelled"), *run_keys)
         pipe.execute()
 
+    # ---- fused groups (one job answered jointly by several models on one worker) -----------
+    def store_fused(self, key: str, result_json: str) -> None:
+        """A fused job's result (first writer wins, like completions)."""
+        run = self.run_of(key)
+        self.r.hsetnx(self.k("run", run, "fused"), key, result_json)
+        self.r.expire(self.k("run", run, "fused"), self.ttl_s)
+
+    def store_fused_error(self, key: str, message: str) -> None:
+        run = self.run_of(key)
+        self.r.hset(self.k("run", run, "fused_errors"), key, message)
+        self.r.expire(self.k("run", run, "fused_errors"), self.ttl_s)
+
+    def fused_results(self, keys: list[str]) -> dict[str, str]:
+        """The stored results (JSON) among ``keys``."""
+        return self._hash_many("fused", keys)
+
+    def fused_errors(self, keys: list[str]) -> dict[str, str]:
+        return self._hash_many("fused_errors", keys)
+
+    def clear_fused_errors(self, keys: list[str]) -> None:
+        for run, ks in _keys_by_run(keys).items():
+            self.r.hdel(self.k("run", run, "fused_errors"), *ks)
+
+    def _hash_many(self, suffix: str, keys: list[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for run, ks in _keys_by_run(keys).items():
+            out.update({k: v for k, v in zip(ks, self.r.hmget(self.k("run", run, suffix), ks)) if v is not None})
+        return out
+
     def run_requests(self, run: str) -> list[GenerationRequest]:
         """Every request recorded for ``run``, in key order."""
         raw = self.r.hgetall(self.k("run", run, "requests"))

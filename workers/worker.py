@@ -1,5 +1,9 @@
 """Start a fleet worker: consume the queues of some models, with their engines loaded once.
 
+It also listens on the fused-group queue of every subset of its models
+(:func:`workers.settings.fused_queues`): a fused group (token or latent fusion) runs only on a
+worker that holds all the group's models, loaded by transformers in the child that runs it.
+
 The worker runs Celery's prefork pool: each child process loads the worker's models when it
 starts (so engines never cross a fork), beats its liveness to Redis, and serves every batch on
 those resident engines. ``concurrency`` is the number of such children (each holds its own
@@ -21,7 +25,7 @@ from typing import Any
 from orchestrator.config import ExpertRegistry
 from orchestrator.errors import DispatchError, ModelNotFoundError
 from workers.fleet import WorkerRuntime
-from workers.settings import FleetSettings, queue_name
+from workers.settings import FleetSettings, fused_queues, queue_name
 from workers.store import FleetStore
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,14 @@ def current_store() -> FleetStore:
 
 def current_settings() -> FleetSettings:
     return _plan["settings"]
+
+
+def current_registry() -> ExpertRegistry:
+    return _plan["registry"]
+
+
+def current_models() -> list[str]:
+    return _plan["models"]
 
 
 def check_models(registry: ExpertRegistry, models: list[str]) -> None:
@@ -81,7 +93,7 @@ def run_worker(
     worker_process_init.connect(_start_child, weak=False)
     worker_process_shutdown.connect(_stop_child, weak=False)
     worker = app.Worker(
-        queues=[queue_name(m) for m in models],
+        queues=[queue_name(m) for m in models] + fused_queues(models),
         concurrency=concurrency,
         pool="prefork",
         loglevel=loglevel,

@@ -150,6 +150,24 @@ def test_cli_ask_with_the_celery_executor_then_jobs_show(fleet, tmp_path):
     assert {b["model"] for b in json.loads(shown.stdout)["batches"]} == used
 
 
+def test_a_fused_group_runs_on_the_worker_that_serves_all_its_models(fleet, dispatcher):
+    from workers.fusion.group import FusedJob, FusedMember, run_fused_jobs
+    from orchestrator.config import ExpertRegistry
+
+    def job(key, *models):
+        return FusedJob(key=key, kind="token", question="What is 2 plus 3?", max_tokens=12, weights="uniform",
+                        members=[FusedMember(expert="generalist", model=m, system="Answer briefly.") for m in models])
+
+    # SmolLM2 fused with itself on the SmolLM2 worker (its child loads SmolLM2 with transformers)
+    (fleet_res,) = dispatcher.run_fused([job("fz/q0/fuse", SMOL, SMOL)])
+    (local_res,) = run_fused_jobs([job("local/q0/fuse", SMOL)], ExpertRegistry.default().model)
+    assert fleet_res.text and fleet_res.text == local_res.text  # = the single model's greedy answer
+    assert fleet_res.weights == [0.5, 0.5] and "fused over 2 models" in fleet_res.notes[0]
+    # SmolLM2 + Gemma: each worker serves only part of the group, so neither is sent it
+    with pytest.raises(DispatchError, match="no live worker serves all of"):
+        dispatcher.run_fused([job("fz/q1/fuse", SMOL, GEMMA)])
+
+
 def test_kill_9_mid_batch_and_a_redis_restart_lose_and_duplicate_nothing(fleet, dispatcher):
     store = fleet.store()
     first, queued = chat("fault1", 6, max_tokens=32), chat("fault2", 3)
