@@ -221,26 +221,49 @@ def train_rows(sources: list[str] | None = None, seed: int = 0, per_group: int =
     return out
 
 
-def eval_rows(seed: int = 0) -> list[Example]:
-    """The cross-source test set: a seeded sample of each evaluation source (all of the small ones)."""
+def eval_rows(seed: int = 0, exclude: set[str] = frozenset()) -> list[Example]:
+    """The cross-source test set: a seeded sample of each evaluation source (all of the small ones).
+
+    ``exclude`` drops rows by id before sampling: with another seed and the shipped file's ids it draws
+    a fresh confirmation set from the sources that were sampled (the small ones are used whole, so they
+    have nothing left to draw and are left out).
+    """
     rng = random.Random(seed)
     out: list[Example] = []
     for name, load in EVAL_SOURCES.items():
-        rows = load()
+        rows = [r for r in load() if r.id not in exclude]
         n = EVAL_SAMPLE.get(name)
+        if exclude and not (n and n < len(rows)):
+            continue
         out += rng.sample(rows, n) if n and n < len(rows) else rows
     return out
 
 
-def write_eval(path: Path = EVAL_FILE) -> Path:
+def write_eval(path: Path = EVAL_FILE, seed: int = 0, exclude: set[str] = frozenset()) -> Path:
     """Write the cross-source test set as JSONL lines ``{id, question, category, source, lang}``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as fh:
-        for r in eval_rows():
+        for r in eval_rows(seed, exclude):
             fh.write(json.dumps({"id": r.id, "question": r.text, "category": r.category, "source": r.source,
                                  "lang": r.lang}, ensure_ascii=False) + "\n")
     return path
 
 
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m routers.sources", description=(
+        "Write the cross-source routing test set (default: the shipped file). With --fresh, draw a "
+        "confirmation set of rows the shipped file does not hold, from the sampled sources."))
+    p.add_argument("--out", type=Path, default=EVAL_FILE)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fresh", action="store_true", help="leave out every id of the shipped test file")
+    args = p.parse_args(argv)
+    exclude = {json.loads(line)["id"] for line in EVAL_FILE.open(encoding="utf-8")} if args.fresh else set()
+    if args.fresh and args.out == EVAL_FILE:
+        p.error("--fresh needs --out: the shipped test file stays as it is")
+    print(write_eval(args.out, args.seed, exclude), file=sys.stderr)
+
+
 if __name__ == "__main__":
-    print(write_eval(), file=sys.stderr)
+    main()
