@@ -38,6 +38,17 @@ class E5Embedder:
         self._model: Any = None
         self._lock = threading.Lock()
 
+    @property
+    def cache_id(self) -> str:
+        """What vectors cached on disk were made with (the package and its version): a cache made
+        by another encoder, a fake in a test included, is never read as this one's."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return f"{PACKAGE}-{version(PACKAGE)}"
+        except PackageNotFoundError:
+            return PACKAGE
+
     @classmethod
     def shared(cls) -> "E5Embedder":
         with cls._shared_lock:

@@ -39,24 +39,35 @@ class MultilingualKeywords:
         self.vocabulary, self.top_n = list(vocabulary), top_n
         self._matrix: np.ndarray | None = None
 
-    def cache_path(self) -> Path:
-        digest = hashlib.sha1("\n".join(self.vocabulary).encode()).hexdigest()[:12]
+    def cache_path(self, encoder_id: str) -> Path:
+        """Keyed by the vocabulary AND the encoder that made the vectors."""
+        digest = hashlib.sha1("\n".join([encoder_id, *self.vocabulary]).encode()).hexdigest()[:12]
         return expertmix_home() / ".cache" / f"skill_bank_e5_{digest}.npy"
 
     def load(self) -> None:
-        """The bank's e5 vectors: from the cache, else encoded (~10 s for 275 keywords) and cached."""
+        """The bank's e5 vectors: from the cache, else encoded (~10 s for 275 keywords) and cached.
+
+        Only an encoder that names itself (``cache_id``, the real e5) reads or writes the cache: a
+        stand-in (a test's fake) encodes in memory, so it can never leave vectors the real one reads.
+        """
         if self._matrix is not None:
-            return
-        path = self.cache_path()
-        if path.exists():
-            self._matrix = np.load(path)
             return
         from routers.multilingual_embed import E5Embedder
 
-        log.info("encoding the skill bank with multilingual-e5 once (%d keywords) -> %s", len(self.vocabulary), path)
-        self._matrix = E5Embedder.shared().encode(self.vocabulary)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path, self._matrix)
+        encoder = E5Embedder.shared()
+        encoder_id = getattr(encoder, "cache_id", None)
+        path = self.cache_path(encoder_id) if isinstance(encoder_id, str) else None
+        if path is not None and path.exists():
+            self._matrix = np.load(path)
+            return
+        log.info("encoding the skill bank with multilingual-e5 once (%d keywords) -> %s", len(self.vocabulary),
+                 path or "memory")
+        self._matrix = encoder.encode(self.vocabulary)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp.npy")
+            np.save(tmp, self._matrix)
+            tmp.replace(path)  # never a half-written file under the real name
 
     def extract(self, texts: list[str]) -> list[list[str]]:
         if not texts:
