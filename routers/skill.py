@@ -15,6 +15,10 @@ proportion to the weights, with replacement by default (the paper's); best-weigh
   global(e) = (e's whole profile, shifted positive) ** (1/T), normalised (T = ``temperature``);
   experts with local > 0 kept (if none, all shifted positive); weight = local x global.
 
+``topic`` (default 0.6 with ``smoothed``/``learned``, 0 with ``paper``) adds ``topic`` x P(the question's topic is one of the expert's
+registry ``categories``), from the category router's classifier, to every expert's score before the
+softmax: the skills say what a question needs, the topic whose field it is. 0 (off) keeps the paper.
+
 No keywords -> ``paper`` draws k experts uniformly at random; the others score on the prior
 (base accuracy). Optionally (``replace_rare``), experts chosen for fewer than ``rare_fraction`` of
 a batch's questions are swapped for frequently chosen ones, so fewer models load. Draws are
@@ -80,6 +84,9 @@ def recruit_weights(local: np.ndarray, glob: np.ndarray) -> np.ndarray:
 
 
 SCORINGS = ("smoothed", "learned", "paper")
+# weight of the topic prior (module doc); chosen on a fresh draw of the evaluation sources,
+# docs/routers.md: in-domain first 0.626 (0 = off) -> 0.667 (0.3), 0.674 (0.6), 0.671 (1.0)
+DEFAULT_TOPIC = 0.6
 
 
 @ROUTERS.register("skill")
@@ -93,7 +100,7 @@ class SkillRouter(BaseRouter):
         extractor_model: str | None = None, profiles: str | Path | None = None, top_n: int = 3,
         threshold: float = 0.2, head_chars: int = 120, multilingual: bool = True, replace_rare: bool = False, rare_fraction: float = 0.05,
         scoring: str = "smoothed", prior_strength: float = 8.0, prior_lift: float = 0.6, tau: float = 0.05,
-        neighbours: int = 32, knn_tau: float = 0.2,
+        neighbours: int = 32, knn_tau: float = 0.2, topic: float | None = None,
     ) -> None:
         super().__init__(k=k, seed=seed)
         if temperature <= 0 or tau <= 0:
@@ -102,6 +109,11 @@ class SkillRouter(BaseRouter):
             raise ConfigError(f"skill router: unknown extractor {extractor!r}", hint="use 'embedding' or 'llm'")
         if scoring not in SCORINGS:
             raise ConfigError(f"skill router: unknown scoring {scoring!r}", hint=f"use one of: {', '.join(SCORINGS)}")
+        if topic is None:
+            topic = 0.0 if scoring == "paper" else DEFAULT_TOPIC
+        if topic < 0 or (topic > 0 and scoring == "paper"):
+            raise ConfigError(f"skill router: topic must be >= 0 and needs scoring smoothed or learned, got "
+                              f"{topic} with {scoring!r}", hint="topic: 0 keeps the paper's scoring exactly")
         if prior_strength <= 0 or not 0 <= prior_lift <= 1:
             raise ConfigError(f"skill router: need prior_strength > 0 and 0 <= prior_lift <= 1, got "
                               f"{prior_strength}, {prior_lift}")
@@ -113,6 +125,8 @@ class SkillRouter(BaseRouter):
         self.replace_rare, self.rare_fraction = replace_rare, rare_fraction
         self.scoring, self.prior_strength, self.prior_lift, self.tau = scoring, prior_strength, prior_lift, tau
         self.neighbours, self.knn_tau = neighbours, knn_tau
+        self.topic = topic
+        self._topic_router: Any = None
         self._profiles: dict[str, dict[str, float]] | None = None
         self._mapper: KeywordMapper | None = None
         self._extractor: SkillExtractor | None = None
@@ -126,7 +140,7 @@ class SkillRouter(BaseRouter):
                 "multilingual": self.multilingual,
                 "replace_rare": self.replace_rare, "rare_fraction": self.rare_fraction, "scoring": self.scoring,
                 "prior_strength": self.prior_strength, "prior_lift": self.prior_lift, "tau": self.tau,
-                "neighbours": self.neighbours, "knn_tau": self.knn_tau}
+                "neighbours": self.neighbours, "knn_tau": self.knn_tau, "topic": self.topic}
 
     # ---- loading -------------------------------------------------------------------------
     def set_profiles(self, profiles: dict[str, dict[str, float]]) -> None:
@@ -156,6 +170,8 @@ class SkillRouter(BaseRouter):
             self._extractor.load()
         if self._scorer is not None:
             self._scorer.load()
+        if self.topic > 0 and any(spec.categories for spec in ctx.registry.experts.values()):
+            self._topics().warm_up(ctx)
 
     def _load(self) -> None:
         if self._profiles is None:
@@ -240,7 +256,8 @@ class SkillRouter(BaseRouter):
     ) -> list[Scored]:
         """The drawn experts (best weight first) of each question whose keywords are known."""
         experts = experts or self.experts_for(ctx)
-        weights = self._weights(questions, keywords, experts, ctx, vectors)
+        topics, topic_notes = self.topic_scores(questions, experts, ctx)
+        weights = self._weights(questions, keywords, experts, ctx, vectors, topics)
         plans = [self._draw(q, w, experts, ctx) for q, w in zip(questions, weights)]
         notes: list[list[str]] = [[] for _ in plans]
         if self.replace_rare and len(plans) > 1:
@@ -253,11 +270,47 @@ class SkillRouter(BaseRouter):
             note = [] if kws or self.scoring != "paper" else [
                 "skill router: no skill keywords; drew experts uniformly at random"]
             out.append(Scored(choices, confidence=conf, skills=kws, notes=note + extra))
+        for s, n in zip(out, topic_notes):
+            s.notes.append(n)
         return out
+
+    def _topics(self) -> Any:
+        if self._topic_router is None:
+            from routers.category import CategoryRouter
+
+            self._topic_router = CategoryRouter(k=1)
+        return self._topic_router
+
+    def topic_scores(
+        self, questions: list[Question], experts: list[str], ctx: RunContext
+    ) -> tuple[np.ndarray | None, list[str]]:
+        """(questions, experts) P(the question's topic is one of the expert's registry categories), by the
+        category router's classifier, with one trace note per question; (None, []) when ``topic`` is 0.
+
+        The skills say what a question needs; the topic says whose field it is. A long writing request
+        about finance extracts finance skills, and the topic (writing) keeps the writer first.
+        """
+        if self.topic <= 0 or not questions:
+            return None, []
+        router = self._topics()
+        classes = router.model.classes
+        member = np.zeros((len(classes), len(experts)))
+        for j, e in enumerate(experts):
+            spec = ctx.registry.experts.get(e)
+            for c in (spec.categories if spec else []):
+                if c in classes:
+                    member[classes.index(c), j] = 1.0
+        if not member.any():  # no expert declares a category: the topic cannot tell them apart
+            return None, []
+        probs, _, _ = router._decide([q.text for q in questions])
+        top = probs.argmax(axis=1)
+        notes = [f"skill router: topic {classes[t]} ({probs[i, t]:.2f}) adds {self.topic:g} x P(topic) to its experts"
+                 for i, t in enumerate(top)]
+        return np.clip(probs @ member, 0.0, 1.0), notes
 
     def _weights(
         self, questions: list[Question], keywords: list[list[str]], experts: list[str], ctx: RunContext,
-        vectors: Any,
+        vectors: Any, topics: np.ndarray | None = None,
     ) -> list[np.ndarray]:
         """One weight vector over ``experts`` per question (unnormalised for ``paper``)."""
         if self.scoring == "paper":
@@ -271,6 +324,8 @@ class SkillRouter(BaseRouter):
             scores = self._scorer.learned(vectors, keywords, experts) if questions else np.zeros((0, len(experts)))
         else:
             scores = np.array([self._scorer.smoothed(kws, experts) for kws in keywords])
+        if topics is not None and len(scores):
+            scores = scores + self.topic * topics
         return [softmax_weights(row, self.tau) for row in scores]
 
     def _draw(

@@ -47,7 +47,7 @@ def cross_validate(
     for setting in settings:
         runs = []
         for seed in range(splits):
-            router = make_router("skill", k=k, **setting)
+            router = make_router("skill", k=k, **{"topic": 0.0, **setting})  # the table alone, unless set
             runs.append(evaluate_router(router, rows, ctx, holdout=holdout, seed=seed, questions=questions))
         stats = {key: round(float(np.mean([r[key] for r in runs])), 4)
                  for key in ("routed", "best_single", "random", "oracle")}

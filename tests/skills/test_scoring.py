@@ -1,5 +1,7 @@
 """Confidence-aware skill scoring and the learned kNN predictor on hand-made tables (fakes, no models)."""
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -142,3 +144,37 @@ def test_learned_scoring_routes_by_question_embedding():
     qs = [Question(id=f"h{i}", text="history") for i in range(30)]
     ds = r.route_keywords(qs, [[]] * 30, fake_ctx(), vectors=r.encode([q.text for q in qs]))
     assert sum(d.names == ["gamma"] for d in ds) > 25
+
+
+class FakeTopics:
+    """A stand-in for the category router's classifier: every question is ``writing`` at 0.9."""
+
+    class model:
+        classes = ["math", "writing"]
+
+    def _decide(self, texts):
+        return np.tile([0.1, 0.9], (len(texts), 1)), ["fake"] * len(texts), np.zeros(len(texts), bool)
+
+
+def test_topic_prior_moves_a_question_to_the_expert_of_its_field():
+    ctx = fake_ctx()
+    ctx.registry.experts["gamma"].categories = ["writing"]
+    ctx.registry.experts["alpha"].categories = ["math"]
+    qs = [Question(id=f"q{i}", text="write me an essay about algebra") for i in range(40)]
+    picks = {}
+    for topic in (0.0, 1.0):
+        r = SkillRouter(k=1, scoring="smoothed", topic=topic)
+        r.set_rows(table_rows())
+        r.set_similarity(lambda e, kws: [0.0] * len(kws))
+        r._topic_router = FakeTopics()
+        ds = r.route_keywords(qs, [["algebra"]] * 40, ctx)
+        picks[topic] = Counter(d.names[0] for d in ds)
+        if topic:
+            assert any("topic writing (0.90)" in n for n in ds[0].notes)
+    assert picks[0.0]["gamma"] < 5  # the algebra evidence alone: alpha / beta
+    assert picks[1.0]["gamma"] > 28  # + 1.0 x P(writing) = 0.9 for the writer: ~0.8 of the draws at tau 0.05
+
+
+def test_topic_prior_is_refused_with_the_paper_scoring():
+    with pytest.raises(ConfigError, match="topic"):
+        SkillRouter(scoring="paper", topic=0.5)
