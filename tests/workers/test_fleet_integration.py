@@ -150,6 +150,28 @@ def test_cli_ask_with_the_celery_executor_then_jobs_show(fleet, tmp_path):
     assert {b["model"] for b in json.loads(shown.stdout)["batches"]} == used
 
 
+def test_a_streamed_request_whose_client_leaves_is_aborted_in_the_workers_vllm_engine(fleet, dispatcher):
+    long = GenerationRequest(key="va/q0/generalist", model=SMOL, sampling=Sampling(max_tokens=300),
+                             messages=[{"role": "user", "content": "Count from 1 to 300, one number per line."}])
+    kept = GenerationRequest(key="va/q1/generalist", model=SMOL, sampling=Sampling(max_tokens=24),
+                             messages=[{"role": "user", "content": "What is 2 plus 2?"}])
+    deltas: dict[str, list[str]] = {}
+
+    def on_delta(key: str, text: str) -> bool:
+        deltas.setdefault(key, []).append(text)
+        return not (key == long.key and "".join(deltas[key]))  # that client hangs up at its first token
+
+    out = dispatcher.run_batches({SMOL: [long, kept]}, on_delta=on_delta)
+    assert out[long.key].cancelled
+    assert out[kept.key].text and not out[kept.key].cancelled
+    assert "".join(deltas[kept.key]) == out[kept.key].text  # the other stream got all of its answer
+    deadline, stored = time.monotonic() + 60, {}
+    while long.key not in stored and time.monotonic() < deadline:  # what the worker itself recorded
+        stored = dispatcher.store.results("va", [long.key])
+        time.sleep(0.2)
+    assert stored[long.key].cancelled and stored[long.key].completion_tokens < 150, stored  # aborted, not run out
+
+
 def test_a_fused_group_runs_on_the_worker_that_serves_all_its_models(fleet, dispatcher):
     from workers.fusion.group import FusedJob, FusedMember, run_fused_jobs
     from orchestrator.config import ExpertRegistry
