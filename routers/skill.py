@@ -256,7 +256,7 @@ class SkillRouter(BaseRouter):
     ) -> list[Scored]:
         """The drawn experts (best weight first) of each question whose keywords are known."""
         experts = experts or self.experts_for(ctx)
-        topics, topic_notes = self.topic_scores(questions, experts, ctx)
+        topics, topic_notes, topic_cats = self.topic_scores(questions, experts, ctx)
         weights = self._weights(questions, keywords, experts, ctx, vectors, topics)
         plans = [self._draw(q, w, experts, ctx) for q, w in zip(questions, weights)]
         notes: list[list[str]] = [[] for _ in plans]
@@ -270,8 +270,9 @@ class SkillRouter(BaseRouter):
             note = [] if kws or self.scoring != "paper" else [
                 "skill router: no skill keywords; drew experts uniformly at random"]
             out.append(Scored(choices, confidence=conf, skills=kws, notes=note + extra))
-        for s, n in zip(out, topic_notes):
+        for s, n, c in zip(out, topic_notes, topic_cats):
             s.notes.append(n)
+            s.category = c
         return out
 
     def _topics(self) -> Any:
@@ -283,15 +284,16 @@ class SkillRouter(BaseRouter):
 
     def topic_scores(
         self, questions: list[Question], experts: list[str], ctx: RunContext
-    ) -> tuple[np.ndarray | None, list[str]]:
+    ) -> tuple[np.ndarray | None, list[str], list[str]]:
         """(questions, experts) P(the question's topic is one of the expert's registry categories), by the
-        category router's classifier, with one trace note per question; (None, []) when ``topic`` is 0.
+        category router's classifier, with one trace note and the top topic per question; (None, [], [])
+        when ``topic`` is 0.
 
         The skills say what a question needs; the topic says whose field it is. A long writing request
         about finance extracts finance skills, and the topic (writing) keeps the writer first.
         """
         if self.topic <= 0 or not questions:
-            return None, []
+            return None, [], []
         router = self._topics()
         classes = router.model.classes
         member = np.zeros((len(classes), len(experts)))
@@ -301,12 +303,12 @@ class SkillRouter(BaseRouter):
                 if c in classes:
                     member[classes.index(c), j] = 1.0
         if not member.any():  # no expert declares a category: the topic cannot tell them apart
-            return None, []
+            return None, [], []
         probs, _, _ = router._decide([q.text for q in questions])
         top = probs.argmax(axis=1)
         notes = [f"skill router: topic {classes[t]} ({probs[i, t]:.2f}) adds {self.topic:g} x P(topic) to its experts"
                  for i, t in enumerate(top)]
-        return np.clip(probs @ member, 0.0, 1.0), notes
+        return np.clip(probs @ member, 0.0, 1.0), notes, [classes[t] for t in top]
 
     def _weights(
         self, questions: list[Question], keywords: list[list[str]], experts: list[str], ctx: RunContext,

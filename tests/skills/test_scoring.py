@@ -170,7 +170,7 @@ def test_topic_prior_moves_a_question_to_the_expert_of_its_field():
         ds = r.route_keywords(qs, [["algebra"]] * 40, ctx)
         picks[topic] = Counter(d.names[0] for d in ds)
         if topic:
-            assert any("topic writing (0.90)" in n for n in ds[0].notes)
+            assert any("topic writing (0.90)" in n for n in ds[0].notes) and ds[0].category == "writing"
     assert picks[0.0]["gamma"] < 5  # the algebra evidence alone: alpha / beta
     assert picks[1.0]["gamma"] > 28  # + 1.0 x P(writing) = 0.9 for the writer: ~0.8 of the draws at tau 0.05
 
