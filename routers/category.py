@@ -18,6 +18,11 @@ general``). When its top probability is below ``threshold`` the question goes to
   A ``model_dir`` without static weights sends every English question to the second stage, one
   without e5 weights uses MiniLM there (each with a warning).
 
+Optionally (``second_opinion: MODEL``, a registry model), the questions below ``threshold`` are not
+sent to ``general`` at once: that model classifies them zero-shot, in context (one batch through the
+run's dispatcher, a few tokens each, the way vLLM's semantic router does), and an answer naming a
+category routes there; one that names none stays ``general``. The trace says which.
+
 Step 2: a YAML category map names each category's experts, primary first then ordered fallbacks,
 so ``k`` and budgets (max experts, max cost) can be honoured by walking down the list.
 
@@ -179,6 +184,26 @@ def dump_category_map(mapping: dict[str, list[str]]) -> str:
     return yaml.safe_dump({"categories": mapping}, sort_keys=False)
 
 
+SECOND_OPINION_TOKENS = 6
+SECOND_OPINION_PROMPT = (
+    "Classify the request below into exactly one of these categories: {categories}.\n"
+    "(general = everyday questions, advice and chat; writing = essays, stories, emails, rewriting; "
+    "humanities = history, philosophy, religion, the arts.)\n\n"
+    "Request:\n{request}\n\nAnswer with the category name only.\nCategory:"
+)
+
+
+def parse_category(text: str, classes: list[str]) -> str | None:
+    """The first of ``classes`` named in ``text`` (a word, any case), or None."""
+    import re
+
+    words = re.findall(r"[a-z]+", text.lower())
+    for w in words:
+        if w in classes:
+            return w
+    return None
+
+
 @ROUTERS.register("category")
 class CategoryRouter(BaseRouter):
     """Classify into a category, below ``threshold`` fall back to ``general``, map to experts.
@@ -193,7 +218,7 @@ class CategoryRouter(BaseRouter):
         self, k: int = 1, threshold: float | None = None, model_dir: str | Path | None = None,
         category_map: str | Path | None = None, cache: bool = False, encoder: str = DEFAULT_ENCODER,
         cascade_threshold: float = DEFAULT_CASCADE_THRESHOLD, cascade_encoder: str = DEFAULT_CASCADE_ENCODER,
-        seed: int = 0,
+        second_opinion: str | None = None, seed: int = 0,
     ) -> None:
         super().__init__(k=k, seed=seed)
         for label, value in (("threshold", threshold), ("cascade_threshold", cascade_threshold)):
@@ -208,6 +233,7 @@ class CategoryRouter(BaseRouter):
         self.threshold, self.cache, self.encoder = threshold, cache, encoder
         self.cascade_encoder = cascade_encoder
         self.cascade_threshold = float(cascade_threshold)
+        self.second_opinion = second_opinion
         self.model_dir = Path(model_dir) if model_dir else None
         self.category_map = Path(category_map) if category_map else None
         self._models: dict[str, CategoryModel | None] = {}
@@ -218,7 +244,7 @@ class CategoryRouter(BaseRouter):
                 "model_dir": str(self.model_dir) if self.model_dir else None,
                 "category_map": str(self.category_map) if self.category_map else None, "cache": self.cache,
                 "encoder": self.encoder, "cascade_threshold": self.cascade_threshold,
-                "cascade_encoder": self.cascade_encoder, "seed": self.seed}
+                "cascade_encoder": self.cascade_encoder, "second_opinion": self.second_opinion, "seed": self.seed}
 
     def model_for(self, encoder: str) -> CategoryModel:
         """The trained classifier over ``encoder`` features (``minilm`` or ``static``), loaded once."""
@@ -260,6 +286,8 @@ class CategoryRouter(BaseRouter):
     def warm_up(self, ctx: RunContext) -> None:
         """Load the category map, the classifier(s) and the encoder(s) this router uses."""
         self._map_for(ctx.registry)
+        if self.second_opinion:
+            ctx.registry.model(self.second_opinion)  # an unknown model fails here, naming the valid ones
         warm = [f"warm up {c}" for c in self.model.classes]
         stages = [self.encoder] if self.encoder != "cascade" else ["static", "e5"]
         for encoder in stages:
@@ -330,16 +358,49 @@ class CategoryRouter(BaseRouter):
         mapping = self._map_for(ctx.registry)
         probs, _, non_english = self._decide([q.text for q in questions])
         cats = self.categories_from_probs(probs)
+        classes = self.model.classes
+        unsure = [i for i, c in enumerate(cats) if c == GENERAL and classes[int(probs[i].argmax())] != GENERAL]
+        second = self._second_opinions([questions[i] for i in unsure], ctx) if self.second_opinion and unsure else {}
         out = []
         for i, cat in enumerate(cats):
-            p = {c: float(probs[i, j]) for j, c in enumerate(self.model.classes)}
-            ranked, notes = self._ranked(cat, p, mapping, ctx.registry)
+            p = {c: float(probs[i, j]) for j, c in enumerate(classes)}
             top = max(p, key=p.get)
-            if cat == GENERAL and top != GENERAL:
-                notes.append(f"category router: {top} at {p[top]:.2f} is below the threshold; routed to general")
+            opinion = second.get(questions[i].id)
+            if opinion:
+                cat = opinion[0]
+            ranked, notes = self._ranked(cat, p, mapping, ctx.registry)
+            if opinion:
+                notes.append(f"category router: {top} at {p[top]:.2f} is below the threshold; second opinion from "
+                             f"{self.second_opinion}: {opinion[0]} ({opinion[1]!r})")
+            elif cat == GENERAL and top != GENERAL:
+                notes.append(f"category router: {top} at {p[top]:.2f} is below the threshold; routed to general"
+                             + (f" (second opinion from {self.second_opinion} named no category)" if self.second_opinion else ""))
             if non_english[i]:
                 notes.append("category router: non-English prompt; classified by the multilingual encoder")
             out.append(Scored(ranked, category=cat, confidence=p[top], notes=notes))
+        return out
+
+    def _second_opinions(self, questions: list[Question], ctx: RunContext) -> dict[str, tuple[str, str]]:
+        """Zero-shot, in-context classification of the questions the classifier is unsure of, by the
+        registry model ``second_opinion`` (one batch): ``{question id: (category, the model's words)}``
+        for the answers that name a category; the rest stay ``general``."""
+        from orchestrator.core import Sampling
+        from orchestrator.prompts import build_request
+
+        spec = ctx.registry.model(self.second_opinion)
+        classes = [c for c in self.model.classes]
+        listing = ", ".join(classes)
+        sampling = Sampling(temperature=0.0, max_tokens=SECOND_OPINION_TOKENS)
+        reqs = [build_request(ctx.key("route", q.id, "second-opinion"), spec, None,
+                              SECOND_OPINION_PROMPT.format(categories=listing, request=window(q.text, 1500, 500)), sampling)
+                for q in questions]
+        done = ctx.dispatcher.run_batches({spec.name: reqs}, label="route", progress=ctx.progress)
+        out: dict[str, tuple[str, str]] = {}
+        for q, r in zip(questions, reqs):
+            text = done[r.key].text.strip() if r.key in done else ""
+            cat = parse_category(text, classes)
+            if cat:
+                out[q.id] = (cat, text[:40])
         return out
 
     def _ranked(

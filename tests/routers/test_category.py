@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from orchestrator.config import ExpertRegistry
+from orchestrator.context import RunContext
 from orchestrator.errors import ConfigError, InputError, ModelNotFoundError
 from orchestrator.core import Question
 from routers.base import Budget
@@ -150,3 +151,40 @@ def test_read_labelled_jsonl_rejects_bad_lines(tmp_path):
     bad.write_text('{"question": "no label"}\n')
     with pytest.raises(InputError, match="bad.jsonl:1"):
         read_labelled_jsonl(bad)
+
+
+def _unsure(router, monkeypatch, top="code", p=0.3):
+    probs = np.full(9, (1 - p) / 8)
+    probs[router.model.classes.index(top)] = p
+    monkeypatch.setattr(
+        router, "_decide", lambda texts: (np.tile(probs, (len(texts), 1)), ["static"] * len(texts), np.zeros(len(texts), bool))
+    )
+
+
+def test_a_second_opinion_routes_the_unsure_questions_by_the_llms_answer(fake_embedder, registry, monkeypatch):
+    from orchestrator.testing import FakeDispatcher
+
+    said = {"q0": "Math.", "q1": "I cannot tell"}
+    disp = FakeDispatcher(lambda r: said[r.key.split("/")[-2]])
+    ctx = RunContext(registry=registry, dispatcher=disp, seed=0)
+    router = CategoryRouter(k=1, threshold=0.4, second_opinion="qwen-coder-0.5b")
+    _unsure(router, monkeypatch)
+    router.warm_up(ctx)
+    d0, d1 = router.route([Question(id="q0", text="what is 2+2"), Question(id="q1", text="hmm")], ctx)
+    assert d0.category == "math" and "second opinion from qwen-coder-0.5b: math" in " ".join(d0.notes)
+    assert d1.category == "general" and "named no category" in " ".join(d1.notes)
+    assert disp.batches == [("route", "qwen-coder-0.5b", 2)]  # one batch for every unsure question
+
+
+def test_no_second_opinion_is_asked_for_confident_questions_or_an_unknown_model(fake_embedder, registry, monkeypatch):
+    from orchestrator.errors import UnknownNameError
+    from orchestrator.testing import FakeDispatcher
+
+    disp = FakeDispatcher(lambda r: "math")
+    ctx = RunContext(registry=registry, dispatcher=disp, seed=0)
+    router = CategoryRouter(k=1, threshold=0.4, second_opinion="qwen-coder-0.5b")
+    _unsure(router, monkeypatch, p=0.9)
+    assert router.route([Question(id="q", text="fix my python bug")], ctx)[0].category == "code"
+    assert disp.batches == []
+    with pytest.raises(UnknownNameError):
+        CategoryRouter(second_opinion="gpt-17").warm_up(ctx)
