@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -195,13 +196,7 @@ SECOND_OPINION_PROMPT = (
 
 def parse_category(text: str, classes: list[str]) -> str | None:
     """The first of ``classes`` named in ``text`` (a word, any case), or None."""
-    import re
-
-    words = re.findall(r"[a-z]+", text.lower())
-    for w in words:
-        if w in classes:
-            return w
-    return None
+    return next((w for w in re.findall(r"[a-z]+", text.lower()) if w in classes), None)
 
 
 @ROUTERS.register("category")
@@ -388,11 +383,11 @@ class CategoryRouter(BaseRouter):
         from orchestrator.prompts import build_request
 
         spec = ctx.registry.model(self.second_opinion)
-        classes = [c for c in self.model.classes]
-        listing = ", ".join(classes)
+        classes = self.model.classes
         sampling = Sampling(temperature=0.0, max_tokens=SECOND_OPINION_TOKENS)
         reqs = [build_request(ctx.key("route", q.id, "second-opinion"), spec, None,
-                              SECOND_OPINION_PROMPT.format(categories=listing, request=window(q.text, 1500, 500)), sampling)
+                              SECOND_OPINION_PROMPT.format(categories=", ".join(classes),
+                                                           request=window(q.text, 1500, 500)), sampling)
                 for q in questions]
         done = ctx.dispatcher.run_batches({spec.name: reqs}, label="route", progress=ctx.progress)
         out: dict[str, tuple[str, str]] = {}

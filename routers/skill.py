@@ -304,7 +304,7 @@ class SkillRouter(BaseRouter):
                     member[classes.index(c), j] = 1.0
         if not member.any():  # no expert declares a category: the topic cannot tell them apart
             return None, [], []
-        probs, _, _ = router._decide([q.text for q in questions])
+        probs, _ = router.probabilities([q.text for q in questions])
         top = probs.argmax(axis=1)
         notes = [f"skill router: topic {classes[t]} ({probs[i, t]:.2f}) adds {self.topic:g} x P(topic) to its experts"
                  for i, t in enumerate(top)]

@@ -114,7 +114,7 @@ class CeleryDispatcher:
             return []
         for job in jobs:
             self._check_models(job.models)
-            if not self._group_live(job.models):
+            if not serving_all(self.store, job.models, self.settings.worker_ttl_s):
                 raise DispatchError(
                     f"no live worker serves all of {', '.join(job.models)} together (fused group of {job.key!r})",
                     hint=f"start one: expertmix worker --models {','.join(job.models)}")
@@ -126,7 +126,7 @@ class CeleryDispatcher:
             if job.key not in out:
                 send(job)
         deadline = time.monotonic() + self.settings.result_timeout_s
-        gone_since: dict[str, float] = {}
+        watch = _LivenessWatch(self.store, self.settings)
         by_key = {job.key: job for job in jobs}
         with tqdm(total=len(jobs), desc=label, unit="group", disable=not progress) as bar:
             bar.update(len(out))
@@ -144,26 +144,10 @@ class CeleryDispatcher:
                     raise DispatchError(f"fused group {key!r} failed on its worker: {message}",
                                         hint=f"{len(failed)} fused group(s) failed; fix the cause and run again "
                                              "(answered groups are not redone)")
-                self._watch_groups([by_key[k] for k in left], gone_since)
+                watch.check_groups({tuple(by_key[k].models): k for k in left})
                 _check_deadline(deadline, set(left), self.settings)
                 time.sleep(self.settings.poll_s)
         return [out[k] for k in keys]
-
-    def _group_live(self, models: list[str]) -> bool:
-        """Whether some live worker serves every one of ``models``."""
-        return bool(set.intersection(*(set(live_workers(self.store, m, ttl_s=self.settings.worker_ttl_s))
-                                       for m in models)))
-
-    def _watch_groups(self, jobs: list, gone_since: dict[str, float]) -> None:
-        """Give up on a group whose last worker serving all its models is gone for ``no_worker_grace_s``."""
-        now = time.monotonic()
-        for job in jobs:
-            name = ",".join(job.models)
-            if self._group_live(job.models):
-                gone_since.pop(name, None)
-            elif now - gone_since.setdefault(name, now) > self.settings.no_worker_grace_s:
-                raise DispatchError(f"no live worker serves {name} together any more; fused group {job.key!r} "
-                                    "waits in its queue", hint=f"start `expertmix worker --models {name}` and run again")
 
     def model_loads(self) -> dict[str, int]:
         """Loads the live workers serving this dispatcher's models did (they load once, at start)."""
@@ -327,30 +311,52 @@ class _Deltas:
 
 
 class _LivenessWatch:
-    """Tracks how long each model has had no live worker while a dispatcher waits."""
+    """Tracks how long each model, or each group of models one worker must serve together (a fused
+    group), has had no live worker while a dispatcher waits; checked at most once a heartbeat."""
 
     def __init__(self, store: FleetStore, settings: FleetSettings) -> None:
         self.store, self.settings = store, settings
-        self.gone_since: dict[str, float] = {}
+        self.gone_since: dict[tuple[str, ...], float] = {}
         self.next_check = 0.0
 
     def check(self, models: set[str], *, run: str) -> None:
+        for (model,), gone in self._gone({(m,) for m in models}):
+            raise DispatchError(
+                f"no live worker for model {model} for {gone:.0f}s; its requests of run {run} wait in Redis",
+                hint=f"start `expertmix worker --models {model}`, then `expertmix jobs resume {run}`",
+            )
+
+    def check_groups(self, groups: dict[tuple[str, ...], str]) -> None:
+        """``groups``: models -> the key of a fused job waiting for a worker that serves them all."""
+        for group, gone in self._gone(set(groups)):
+            name = ",".join(group)
+            raise DispatchError(f"no live worker serves {name} together any more; fused group "
+                                f"{groups[group]!r} waits in its queue",
+                                hint=f"start `expertmix worker --models {name}` and run again")
+
+    def _gone(self, groups: set[tuple[str, ...]]) -> list[tuple[tuple[str, ...], float]]:
+        """The groups without a live worker for longer than ``no_worker_grace_s``, with how long."""
         now = time.monotonic()
         if now < self.next_check:
-            return
+            return []
         self.next_check = now + min(1.0, self.settings.heartbeat_s)
-        for model in sorted(models):
-            if live_workers(self.store, model, ttl_s=self.settings.worker_ttl_s):
-                self.gone_since.pop(model, None)
+        out = []
+        for group in sorted(groups):
+            if serving_all(self.store, group, self.settings.worker_ttl_s):
+                self.gone_since.pop(group, None)
                 continue
-            since = self.gone_since.setdefault(model, now)
+            since = self.gone_since.setdefault(group, now)
             if since == now:
-                log.warning("no live worker for %s; waiting up to %.0fs for one", model, self.settings.no_worker_grace_s)
+                log.warning("no live worker for %s; waiting up to %.0fs for one", ",".join(group),
+                            self.settings.no_worker_grace_s)
             if now - since > self.settings.no_worker_grace_s:
-                raise DispatchError(
-                    f"no live worker for model {model} for {now - since:.0f}s; its requests of run {run} wait in Redis",
-                    hint=f"start `expertmix worker --models {model}`, then `expertmix jobs resume {run}`",
-                )
+                out.append((group, now - since))
+        return out
+
+
+def serving_all(store: FleetStore, models: Any, ttl_s: float) -> bool:
+    """Whether some live worker serves every one of ``models``."""
+    return bool(set.intersection(*(set(live_workers(store, m, ttl_s=ttl_s)) for m in models)))
 
 
 def _check_deadline(deadline: float, outstanding: set[str], settings: FleetSettings) -> None:

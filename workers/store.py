@@ -174,14 +174,12 @@ class FleetStore:
     # ---- fused groups (one job answered jointly by several models on one worker) -----------
     def store_fused(self, key: str, result_json: str) -> None:
         """A fused job's result (first writer wins, like completions)."""
-        run = self.run_of(key)
-        self.r.hsetnx(self.k("run", run, "fused"), key, result_json)
-        self.r.expire(self.k("run", run, "fused"), self.ttl_s)
+        name = self.k("run", self.run_of(key), "fused")
+        self.r.pipeline().hsetnx(name, key, result_json).expire(name, self.ttl_s).execute()
 
     def store_fused_error(self, key: str, message: str) -> None:
-        run = self.run_of(key)
-        self.r.hset(self.k("run", run, "fused_errors"), key, message)
-        self.r.expire(self.k("run", run, "fused_errors"), self.ttl_s)
+        name = self.k("run", self.run_of(key), "fused_errors")
+        self.r.pipeline().hset(name, key, message).expire(name, self.ttl_s).execute()
 
     def fused_results(self, keys: list[str]) -> dict[str, str]:
         """The stored results (JSON) among ``keys``."""

@@ -83,7 +83,9 @@ def test_a_second_opinion_from_a_real_local_model_decides_the_unsure_questions(r
     from workers.dispatch import LocalDispatcher
 
     class Spy(LocalDispatcher):
-        batches: list = []
+        def __init__(self, pool):
+            super().__init__(pool)
+            self.batches: list[dict[str, str]] = []
 
         def run_batches(self, groups, **kw):
             out = super().run_batches(groups, **kw)

@@ -152,8 +152,8 @@ class FakeTopics:
     class model:
         classes = ["math", "writing"]
 
-    def _decide(self, texts):
-        return np.tile([0.1, 0.9], (len(texts), 1)), ["fake"] * len(texts), np.zeros(len(texts), bool)
+    def probabilities(self, texts):
+        return np.tile([0.1, 0.9], (len(texts), 1)), ["fake"] * len(texts)
 
 
 def test_topic_prior_moves_a_question_to_the_expert_of_its_field():
