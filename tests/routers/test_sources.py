@@ -30,6 +30,25 @@ def test_per_group_caps_each_dataset_and_category_and_keeps_every_group(monkeypa
     assert [r.id for r in sources.train_rows(per_group=10)] == [r.id for r in capped]  # seeded
 
 
+def test_a_fresh_draw_holds_none_of_the_shipped_rows_and_only_the_sampled_sources(monkeypatch, tmp_path):
+    import json
+
+    fake = {"big": lambda: _rows("big", "science", 40), "small": lambda: _rows("small", "law", 5)}
+    monkeypatch.setattr(sources, "EVAL_SOURCES", fake)
+    monkeypatch.setattr(sources, "EVAL_SAMPLE", {"big": 10})
+    shipped = tmp_path / "shipped.jsonl"
+    monkeypatch.setattr(sources, "EVAL_FILE", shipped)
+    sources.write_eval(shipped)
+    kept = {json.loads(line)["id"] for line in shipped.open()}
+    assert len(kept) == 15  # 10 sampled + the small source whole
+    fresh = tmp_path / "fresh.jsonl"
+    sources.main(["--fresh", "--seed", "1", "--out", str(fresh)])
+    rows = [json.loads(line) for line in fresh.open()]
+    assert len(rows) == 10 and {r["source"] for r in rows} == {"big"} and not {r["id"] for r in rows} & kept
+    with pytest.raises(SystemExit):  # the shipped file is never overwritten by a fresh draw
+        sources.main(["--fresh"])
+
+
 def test_package_sources_load_labelled_and_share_no_prompt_with_the_cross_source_test_set():
     """The real packages: the science/code sources added for real traffic load with their labels,
     and no training prompt (any source) appears in the shipped cross-source test set."""
