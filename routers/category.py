@@ -13,7 +13,9 @@ general``). When its top probability is below ``threshold`` the question goes to
   English one to the static classifier, and those whose static top-class probability is below
   ``cascade_threshold`` (0.5) are re-classified, in one batch, by the ``cascade_encoder``
   classifier: ``e5`` (default since 2026-12-02; on the cross-source test set 0.734 accuracy vs
-  0.659 with MiniLM as the second stage, at a lower file throughput) or ``minilm``. The 0.5 was
+  0.659 with MiniLM as the second stage, at a lower file throughput), ``minilm``, or
+  ``e5+minilm`` (the mean of both classifiers' probabilities: better on open questions about the
+  world, worse on research passages, no better overall). The 0.5 was
   picked on validation data (held-out user prompts) when MiniLM was the second stage, and kept.
   A ``model_dir`` without static weights sends every English question to the second stage, one
   without e5 weights uses MiniLM there (each with a warning).
@@ -62,7 +64,10 @@ GENERAL = "general"
 ENCODERS = ("minilm", "static", "e5")  # sentence encoders (the embedding router accepts these)
 CATEGORY_ENCODERS = (*ENCODERS, "cascade")
 DEFAULT_ENCODER = "cascade"
-CASCADE_ENCODERS = ("e5", "minilm")  # the cascade's second stage, for English prompts static is unsure of
+# The cascade's second stage, for English prompts static is unsure of. ``e5+minilm`` averages the
+# two classifiers' probabilities (their errors differ: e5 reads research passages better, MiniLM
+# open questions about the world); measured a wash overall (docs/routers.md), so e5 stays default.
+CASCADE_ENCODERS = ("e5", "e5+minilm", "minilm")
 DEFAULT_CASCADE_ENCODER = "e5"
 DEFAULT_CASCADE_THRESHOLD = 0.5
 # MiniLM batches of the cascade's few unsure questions: sentence-transformers pads each batch to
@@ -87,6 +92,11 @@ def embed(texts: list[str], *, cache: bool = False, encoder: str = "minilm", bat
 
     emb = Embedder.shared()
     return emb.encode_cached(windows) if cache else emb.encode(windows, batch_size=batch_size)
+
+
+def members(encoder: str) -> tuple[str, ...]:
+    """The encoders of a cascade stage: ``"e5+minilm"`` -> ``("e5", "minilm")``."""
+    return tuple(encoder.split("+"))
 
 
 def weights_stem(encoder: str) -> str:
@@ -249,13 +259,14 @@ class CategoryRouter(BaseRouter):
 
     @property
     def model(self) -> CategoryModel:
-        """The classifier whose classes and threshold decide (the second stage's for ``cascade``)."""
-        return self.model_for(self._deep() if self.encoder == "cascade" else self.encoder)
+        """The classifier whose classes and threshold decide (the second stage's for ``cascade``;
+        e5's for the ``e5+minilm`` ensemble)."""
+        return self.model_for(members(self._deep())[0] if self.encoder == "cascade" else self.encoder)
 
     def _deep(self) -> str:
         """The cascade's second stage: ``cascade_encoder``, or MiniLM when ``model_dir`` has no e5 weights."""
-        if self.cascade_encoder == "e5" and self._stage("e5") is not None:
-            return "e5"
+        if self.cascade_encoder != "minilm" and self._stage("e5") is not None:
+            return self.cascade_encoder
         return "minilm"
 
     def _stage(self, encoder: str) -> CategoryModel | None:
@@ -288,7 +299,7 @@ class CategoryRouter(BaseRouter):
         for encoder in stages:
             if self.encoder != "cascade" or self._stage(encoder) is not None:
                 embed(warm, encoder=encoder)
-        if self.encoder == "cascade" and self._deep() == "minilm":
+        if self.encoder == "cascade" and "minilm" in members(self._deep()):
             embed(warm, encoder="minilm")
 
     def _map_for(self, registry: ExpertRegistry) -> dict[str, list[str]]:
@@ -340,9 +351,11 @@ class CategoryRouter(BaseRouter):
         return probs, [str(s) for s in stage], non_english
 
     def probabilities_with(self, encoder: str, texts: list[str], batch_size: int = 128) -> np.ndarray:
-        """Class probabilities of ``texts`` from the ``encoder`` classifier alone."""
-        X = embed(texts, cache=self.cache, encoder=encoder, batch_size=batch_size)
-        return self.model_for(encoder).predict_proba(X)
+        """Class probabilities of ``texts`` from the ``encoder`` classifier alone, or the mean of
+        an ensemble's (``e5+minilm``)."""
+        parts = [self.model_for(e).predict_proba(embed(texts, cache=self.cache, encoder=e, batch_size=batch_size))
+                 for e in members(encoder)]
+        return parts[0] if len(parts) == 1 else np.mean(parts, axis=0)
 
     def categories_from_probs(self, probs: np.ndarray) -> list[str]:
         threshold, classes = self.effective_threshold(), self.model.classes

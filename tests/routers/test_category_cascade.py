@@ -90,6 +90,20 @@ def test_non_english_questions_go_to_the_multilingual_stage(encoders, fake_ctx):
     assert d.category == "code" and any("multilingual" in n for n in d.notes)
 
 
+def test_cascade_encoder_e5_minilm_averages_both_classifiers(encoders):
+    router = CategoryRouter(encoder="cascade", cascade_threshold=0.5, threshold=0.3, cascade_encoder="e5+minilm")
+    router._models = {"static": FakeClassifier(), "minilm": FakeClassifier(minilm_class="math"),
+                      "e5": FakeClassifier(minilm_class="code")}
+    texts = ["general 0.9", "general 0.3", "这段代码为什么报错 0.2"]
+    probs, stages = router.probabilities(texts)
+    assert stages == ["static", "e5+minilm", "e5"]
+    assert encoders.calls["e5"] == [[texts[2]], [texts[1]]] and encoders.calls["minilm"] == [[texts[1]]]
+    # the ensemble is the mean of the two classifiers: e5 says code 0.99, MiniLM math 0.99
+    assert np.allclose(probs[1], [0.4975, 0.005, 0.4975])
+    assert router.config()["cascade_encoder"] == "e5+minilm"
+    assert router.model is router._models["e5"]  # e5's classes and threshold decide
+
+
 def test_unsure_english_questions_go_to_the_e5_second_stage_by_default(encoders):
     router = cascade_router(0.5)
     router._models["e5"] = FakeClassifier(minilm_class="code")
