@@ -64,10 +64,10 @@ class MultilingualKeywords:
                  path or "memory")
         self._matrix = encoder.encode(self.vocabulary)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp.npy")
-            np.save(tmp, self._matrix)
-            tmp.replace(path)  # never a half-written file under the real name
+            from orchestrator.files import write_atomic
+
+            matrix = self._matrix
+            write_atomic(path, lambda fh: np.save(fh, matrix))  # never a half-written file under the real name
 
     def extract(self, texts: list[str]) -> list[list[str]]:
         if not texts:

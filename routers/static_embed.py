@@ -85,10 +85,10 @@ class StaticEmbedder:
 
             if not self.path.exists():
                 log.warning("building the static MiniLM token table once (%s); this takes a minute", self.path)
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = self.path.with_suffix(".tmp.npy")
-                np.save(tmp, build_table().astype(np.float16))
-                tmp.replace(self.path)
+                from orchestrator.files import write_atomic
+
+                table = build_table().astype(np.float16)
+                write_atomic(self.path, lambda fh: np.save(fh, table))
             self._table = np.load(self.path).astype(np.float32)
             self._tokenizer = AutoTokenizer.from_pretrained(str(embedding_model_dir()))
 

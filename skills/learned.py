@@ -105,9 +105,10 @@ def item_embeddings(directory: Path, ids: list[str], texts: list[str],
 
 def save_item_embeddings(directory: Path, ids: list[str], vectors: np.ndarray) -> Path:
     """Cache question embeddings next to the table (float16: ~0.8 KB per question)."""
-    path = directory / EMBEDDINGS_FILE
-    np.savez_compressed(path, ids=np.array(ids), vectors=vectors.astype(np.float16))
-    return path
+    from orchestrator.files import write_atomic
+
+    return write_atomic(directory / EMBEDDINGS_FILE,
+                        lambda fh: np.savez_compressed(fh, ids=np.array(ids), vectors=vectors.astype(np.float16)))
 
 
 class CorrectnessTable:

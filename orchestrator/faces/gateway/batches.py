@@ -38,6 +38,7 @@ from pydantic import BaseModel, ValidationError
 
 from orchestrator.errors import ExpertmixError, InputError, OverloadedError
 from orchestrator.faces.gateway.errors import error_body, status_of
+from orchestrator.files import write_atomic
 from orchestrator.faces.gateway.schema import ChatCompletionRequest
 
 log = logging.getLogger("orchestrator.gateway")
@@ -237,9 +238,7 @@ def _checked(any_id: str, kind: str) -> str:
 
 
 def _write_json(path: Path, record: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, lambda fh: fh.write(json.dumps(record, ensure_ascii=False).encode("utf-8")))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
