@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from orchestrator.config import expertmix_home
+from orchestrator.files import write_atomic
 from routers.text import language
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,6 @@ class MultilingualKeywords:
                  path or "memory")
         self._matrix = encoder.encode(self.vocabulary)
         if path is not None:
-            from orchestrator.files import write_atomic
-
             matrix = self._matrix
             write_atomic(path, lambda fh: np.save(fh, matrix))  # never a half-written file under the real name
 

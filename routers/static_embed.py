@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator.config import expertmix_home
+from orchestrator.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,6 @@ class StaticEmbedder:
 
             if not self.path.exists():
                 log.warning("building the static MiniLM token table once (%s); this takes a minute", self.path)
-                from orchestrator.files import write_atomic
-
                 table = build_table().astype(np.float16)
                 write_atomic(self.path, lambda fh: np.save(fh, table))
             self._table = np.load(self.path).astype(np.float32)

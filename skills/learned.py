@@ -30,6 +30,7 @@ from typing import Any, Callable
 import numpy as np
 
 from orchestrator.errors import ConfigError
+from orchestrator.files import write_atomic
 from skills.profiles import ITEMS_FILE, ROWS_FILE, read_rows
 
 log = logging.getLogger(__name__)
@@ -105,8 +106,6 @@ def item_embeddings(directory: Path, ids: list[str], texts: list[str],
 
 def save_item_embeddings(directory: Path, ids: list[str], vectors: np.ndarray) -> Path:
     """Cache question embeddings next to the table (float16: ~0.8 KB per question)."""
-    from orchestrator.files import write_atomic
-
     return write_atomic(directory / EMBEDDINGS_FILE,
                         lambda fh: np.savez_compressed(fh, ids=np.array(ids), vectors=vectors.astype(np.float16)))
 

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from orchestrator.core import Question, Result, Trace, check_question
 from orchestrator.errors import InputError
+from orchestrator.files import write_atomic
 
 _ANSWER_PREFIX = '{"id":'  # how every line expertmix writes begins (Result.model_dump_json)
 
@@ -155,12 +156,7 @@ class AnswersFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self.stale:
             return
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with tmp.open("w", encoding="utf-8") as fh:
-            fh.writelines(f"{line}\n" for line in self.keep)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        write_atomic(self.path, lambda fh: fh.writelines(f"{line}\n".encode("utf-8") for line in self.keep))
 
 
 def check_run_files(questions_path: Path, out: Path) -> tuple[list[Question], list[Result], AnswersFile]:

@@ -38,8 +38,8 @@ from pydantic import BaseModel, ValidationError
 
 from orchestrator.errors import ExpertmixError, InputError, OverloadedError
 from orchestrator.faces.gateway.errors import error_body, status_of
-from orchestrator.files import write_atomic
 from orchestrator.faces.gateway.schema import ChatCompletionRequest
+from orchestrator.files import write_atomic
 
 log = logging.getLogger("orchestrator.gateway")
 
