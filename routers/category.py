@@ -51,7 +51,8 @@ import yaml
 from orchestrator.config import ExpertRegistry, load_yaml
 from orchestrator.context import RunContext
 from orchestrator.errors import ConfigError, ModelNotFoundError
-from orchestrator.core import ExpertChoice, Question
+from orchestrator.core import ExpertChoice, Question, Sampling
+from orchestrator.prompts import build_request
 from routers.base import ROUTERS, BaseRouter, Scored
 from routers.text import language, window
 
@@ -392,9 +393,6 @@ class CategoryRouter(BaseRouter):
         """Zero-shot, in-context classification of the questions the classifier is unsure of, by the
         registry model ``second_opinion`` (one batch): ``{question id: (category, the model's words)}``
         for the answers that name a category; the rest stay ``general``."""
-        from orchestrator.core import Sampling
-        from orchestrator.prompts import build_request
-
         spec = ctx.registry.model(self.second_opinion)
         classes = self.model.classes
         sampling = Sampling(temperature=0.0, max_tokens=SECOND_OPINION_TOKENS)
