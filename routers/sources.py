@@ -22,6 +22,7 @@ import csv
 import importlib.util
 import json
 import random
+import re
 import sys
 from pathlib import Path
 from typing import Callable
@@ -153,6 +154,46 @@ def lab_bench() -> list[Example]:
             for d in _docs("lab_bench_protocolqa", "mc_3shot")]
 
 
+# SWE-Lancer issues open with the same contributor boilerplate and a bracketed payment tag; both are
+# cut so what is routed is the bug report a user would paste, not Expensify's template.
+_SWE_LANCER_TAG = re.compile(r"^(\s*\[[^\]]*\]\s*)+")
+_SWE_LANCER_BOILERPLATE = re.compile(r"^(?:If )?you haven.t already, check out our \[contributing guidelines\].*?\n_{3,}\s*",
+                                     re.S)
+
+
+def swe_lancer() -> list[Example]:
+    """SWE-Lancer (inspect-evals): 463 real GitHub issues of a React Native app (reproduction steps,
+    expected vs actual behaviour, platforms, often logs), as a user pastes a bug report to get it fixed."""
+    path = package_dir("inspect_evals", "inspect-evals==0.28.0") / "swe_lancer/data/all_swelancer_tasks.csv"
+    csv.field_size_limit(1 << 30)
+    with path.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    out: list[Example] = []
+    for r in rows:
+        title = _SWE_LANCER_TAG.sub("", r["title"]).strip()
+        body = _SWE_LANCER_BOILERPLATE.sub("", r["description"].replace("\\n", "\n").strip()).strip()
+        out.append(_row(f"swe_lancer/{r['question_id']}", f"{title}\n\n{body}", "code", "swe_lancer"))
+    return out
+
+
+def agent_bench_os() -> list[Example]:
+    """AgentBench OS tasks (inspect-evals): 'in this Linux box, find / count / change ...' requests."""
+    base = package_dir("inspect_evals", "inspect-evals==0.28.0") / "agent_bench/data"
+    seen: dict[str, Example] = {}
+    for name in ("agent_bench_os.json", "agent_bench_os_test.json"):
+        for i, d in enumerate(json.loads((base / name).read_text(encoding="utf-8"))):
+            text = d["description"].strip()
+            seen.setdefault(text, _row(f"agent_bench_os/{name.split('.')[0]}/{i}", text, "code", "agent_bench_os"))
+    return list(seen.values())
+
+
+def ipi_coding_agent() -> list[Example]:
+    """IPI coding-agent tasks (inspect-evals): a bug to fix plus the issue text a user pasted with it."""
+    path = package_dir("inspect_evals", "inspect-evals==0.28.0") / "ipi_coding_agent/dataset/samples.json"
+    return [_row(f"ipi_coding_agent/{d['id']}", f"{d['task_description'].strip()}\n\n{d['issue_text'].strip()}",
+                 "code", "ipi_coding_agent") for d in json.loads(path.read_text(encoding="utf-8"))]
+
+
 def mmlu_heldout() -> list[Example]:
     """MMLU subjects never trained on (:data:`MMLU_HELDOUT`), as a user would paste them (with options)."""
     from skills.datasets import load_task
@@ -192,8 +233,12 @@ EVAL_SOURCES: dict[str, Callable[[], list[Example]]] = {
     "lab_bench": lab_bench,
     "mmlu_heldout_subjects": mmlu_heldout,
     "authored_multilingual": authored_multilingual,
+    "agent_bench_os": agent_bench_os,
+    "ipi_coding_agent": ipi_coding_agent,
+    "swe_lancer": swe_lancer,
 }
-EVAL_SAMPLE = {"sciriff": 150, "medqa": 150, "freshqa": 150, "lab_bench": 108, "mmlu_heldout_subjects": 240}
+EVAL_SAMPLE = {"sciriff": 150, "medqa": 150, "freshqa": 150, "lab_bench": 108, "mmlu_heldout_subjects": 240,
+               "swe_lancer": 150}
 
 
 # keeps the big easy sources from swamping the rest

@@ -68,3 +68,22 @@ def test_package_sources_load_labelled_and_share_no_prompt_with_the_cross_source
     eval_texts = {json.loads(line)["question"].strip() for line in lines if line.strip()}
     train_texts = {r.text.strip() for r in sources.train_rows()}
     assert not train_texts & eval_texts
+
+
+def test_real_code_traffic_sources_are_held_out_whole_or_sampled_with_templates_cut():
+    """The code prompts users paste (shell tasks, bug-fix requests, app bug reports) are evaluation
+    sources only; SWE-Lancer's contributor boilerplate and payment tags are cut, its report kept."""
+    import json
+
+    pytest.importorskip("pyarrow")
+    swe = sources.swe_lancer()
+    assert len(swe) == 463 and {r.category for r in swe} == {"code"}
+    assert not any("contributing guidelines" in r.text[:300] or r.text.startswith("[") for r in swe)
+    assert sum("Expected Result" in r.text for r in swe) > 300  # the bug report itself is kept
+    for name in ("swe_lancer", "agent_bench_os", "ipi_coding_agent"):
+        assert name in sources.EVAL_SOURCES and name not in sources.TRAIN_SOURCES
+    shipped = Counter(json.loads(line)["source"] for line in
+                      sources.EVAL_FILE.read_text(encoding="utf-8").split("\n") if line.strip())
+    assert shipped["agent_bench_os"] == len(sources.agent_bench_os()) == 141
+    assert shipped["ipi_coding_agent"] == len(sources.ipi_coding_agent()) == 45
+    assert shipped["swe_lancer"] == 150
