@@ -102,6 +102,9 @@ class GenerationRequest(BaseModel):
     messages: list[dict[str, str]] | None = None
     prompt: str | None = None
     sampling: Sampling = Field(default_factory=Sampling)
+    # Scoring instead of generating: each continuation's summed log-probability after ``prompt``
+    # (raw text, no chat template) comes back in ``Completion.scores``. Local engines only.
+    continuations: list[str] | None = None
 
 
 CANCELLED = "cancelled"  # finish_reason of a request stopped because its client hung up
@@ -118,6 +121,7 @@ class Completion(BaseModel):
     completion_tokens: int = 0
     latency_s: float = 0.0
     finish_reason: str | None = None
+    scores: list[float] = Field(default_factory=list)  # a scoring request's log-probabilities
 
     @classmethod
     def cancelled_for(cls, key: str, model: str) -> "Completion":

@@ -45,11 +45,14 @@ class FakeDispatcher:
 
     A reply longer than the request's ``max_tokens`` (counted in words) is cut there with
     ``finish_reason="length"``, as a model would be; otherwise ``"stop"``. ``loads`` counts a
-    model's first batch, like a pool that never evicts.
+    model's first batch, like a pool that never evicts. A scoring request (``continuations``) gets
+    ``score(prompt, continuation)`` for each (default: minus the continuation's length).
     """
 
-    def __init__(self, reply: Callable[[GenerationRequest], str] | None = None) -> None:
+    def __init__(self, reply: Callable[[GenerationRequest], str] | None = None,
+                 score: Callable[[str, str], float] | None = None) -> None:
         self.reply = reply or (lambda r: f"Answer: 84 ({r.model})")
+        self.score = score or (lambda prompt, continuation: -float(len(continuation)))
         self.batches: list[tuple[str, str, int]] = []  # (label, model, size)
         self.loads: Counter[str] = Counter()
         self.closed = False
@@ -63,6 +66,10 @@ class FakeDispatcher:
             if model not in self.loads:
                 self.loads[model] += 1
             for r in reqs:
+                if r.continuations is not None:
+                    out[r.key] = Completion(key=r.key, model=model, text="", finish_reason="scored",
+                                            scores=[self.score(r.prompt or "", c) for c in r.continuations])
+                    continue
                 words = self.reply(r).split(" ")
                 cut = len(words) > r.sampling.max_tokens
                 out[r.key] = Completion(key=r.key, model=model, text=" ".join(words[:r.sampling.max_tokens]),

@@ -141,6 +141,46 @@ def test_select_judge_picks_a_candidate_and_passes_it_unchanged():
     assert len(seen) == 1 and "no judge call" in agreed[0].notes[0]
 
 
+def test_select_loglik_scores_the_candidates_options_and_keeps_the_judge_for_the_rest():
+    q = "Which is a mammal?\nA. trout\nB. whale\nC. shark\nD. squid"
+    seen = []
+
+    def score(prompt, continuation):
+        seen.append((prompt, continuation))
+        return {" whale": -3.0, " shark": -9.0}[continuation]  # per character: -0.5 vs -1.5
+
+    disp = FakeDispatcher(reply=lambda r: "Best: 1", score=score)
+    sel = make_aggregator("select", method="loglik")
+    out = sel.aggregate([item(q, ("Answer: C", 0.9), ("Answer: C", 0.8), ("I think B. Answer: B", 0.1)),
+                         item("What is 15% of 240?", ("Answer: 32", 0.9), ("Answer: 36", 0.5))], ctx(disp))
+    assert seen == [("Question: Which is a mammal?\nAnswer:", " shark"), ("Question: Which is a mammal?\nAnswer:", " whale")]
+    assert out[0].answer == "I think B. Answer: B"  # the option the model finds likeliest beats the majority
+    assert "log-likelihood per character" in out[0].notes[1] and "B -0.500" in out[0].notes[1]
+    assert out[1].answer == "Answer: 32" and "judge picked candidate 1" in out[1].notes[1]  # a number: the judge
+    assert disp.batches == [("aggregate", out[0].model, 2)]  # scoring and judging: one batch
+    hinted = sel.aggregate([item(q + "\n\nAnswer with the letter of the correct option, as: Answer: <letter>",
+                                 ("Answer: C", 0.9), ("Answer: B", 0.1))], ctx(disp))
+    assert hinted[0].answer == "Answer: B" and seen[-1] == ("Question: Which is a mammal?\nAnswer:", " whale")
+    yes_no = sel.aggregate([item("Is the sky blue? Answer yes or no.", ("Answer: no", 0.9), ("Answer: yes", 0.1))],
+                           ctx(FakeDispatcher(score=lambda p, c: 0.0 if c == " yes" else -5.0)))
+    assert yes_no[0].answer == "Answer: yes"
+    with pytest.raises(ConfigError, match="unknown method"):
+        make_aggregator("select", method="coin")
+
+
+def test_select_loglik_needs_a_local_engine():
+    from orchestrator.config import ModelSpec
+
+    reg = ExpertRegistry.default()
+    reg.models["hosted"] = ModelSpec(name="hosted", backend="litellm", litellm_model="openai/gpt-4o-mini")
+    disp = FakeDispatcher(reply=lambda r: "Best: 2")
+    q = "Which is a mammal?\nA. trout\nB. whale"
+    out = make_aggregator("select", method="loglik", model="hosted").aggregate(
+        [item(q, ("Answer: A", 0.9), ("Answer: B", 0.1))],
+        RunContext(registry=reg, dispatcher=disp, run_id="r"))
+    assert out[0].answer == "Answer: B" and "judge picked candidate 2" in out[0].notes[1]
+
+
 def test_vote_can_return_the_best_scored_response_of_the_winning_answer():
     q = "What is 6 times 7?"
     answers = [("6 x 7 = 42. Answer: 42", 0.2), ("Seven sixes make 42.", 0.5), ("It is 41.", 0.3)]

@@ -76,3 +76,31 @@ def test_eval_runs_pipeline_and_experts_with_each_model_loaded_once(real_pool, t
     assert all(n <= stats["steps"] for n in stats["batches"].values()), stats
     summary = summarize(rows)
     assert {"symbolic-moe", "expert:math-tutor"} <= set(summary["systems"]), summary["systems"]
+
+
+def test_select_by_log_likelihood_on_the_real_aggregator_model_picks_the_true_candidate(real_pool):
+    """`select` with `method: loglik` on the real engine: the majority and the router's scores say
+    the wrong option; the aggregator model's log-likelihood of each candidate's option finds the
+    true one (questions whose answers are certain), in one scoring batch, without generating."""
+    from aggregators.base import AggregationItem, make_aggregator
+    from orchestrator.context import RunContext
+    from orchestrator.core import ExpertAnswer, Question
+    from orchestrator.testing import RecordingDispatcher
+
+    def item(qid, text, *answers):
+        return AggregationItem(question=Question(id=qid, text=text), answers=[
+            ExpertAnswer(expert=f"e{i}", model="m", text=t, score=s) for i, (t, s) in enumerate(answers)])
+
+    items = [
+        item("capital", "What is the capital of France?\nA. Berlin\nB. Madrid\nC. Paris\nD. Rome",
+             ("Answer: A", 0.9), ("Berlin. Answer: A", 0.8), ("It is Paris. Answer: C", 0.1)),
+        item("ice", "Does ice float on liquid water? Answer yes or no.", ("Answer: no", 0.9), ("Answer: yes", 0.2)),
+    ]
+    disp = RecordingDispatcher(LocalDispatcher(real_pool))
+    out = make_aggregator("select", method="loglik").aggregate(items, RunContext(
+        registry=ExpertRegistry.default(), dispatcher=disp, run_id="select-loglik"))
+    assert out[0].answer == "It is Paris. Answer: C", out[0].notes
+    assert is_correct(out[1].answer, "yes", "boolean"), out[1].notes
+    assert all("log-likelihood per character" in o.notes[-1] for o in out)
+    assert [(label, len(reqs)) for label, _, reqs in disp.batches] == [("aggregate", 2)]
+    assert all(r.continuations for _, _, reqs in disp.batches for r in reqs)

@@ -106,3 +106,25 @@ def test_unload_then_load_again_still_answers(backend):
     backend.unload()
     backend.load()
     assert backend.generate(reqs)[0].text == before
+
+
+@contract
+def test_scoring_requests_return_log_likelihoods_in_order_or_a_clear_refusal(backend):
+    """A mixed batch: generation and scoring (``continuations``) requests. Local engines score each
+    continuation (the real model prefers the true one); hosted APIs refuse, saying why."""
+    from orchestrator.errors import BackendError
+
+    name = backend.spec.name
+    scoring = GenerationRequest(key="run/s/e", model=name, prompt="The capital of France is",
+                                continuations=[" Paris", " a banana"], sampling=Sampling(max_tokens=1))
+    batch = [_requests(name)[0], scoring, _requests(name)[1]]
+    if backend.spec.backend in ("litellm", "openai"):
+        with pytest.raises(BackendError, match="cannot score continuations"):
+            backend.generate(batch)
+        return
+    out = backend.generate(batch)
+    assert [c.key for c in out] == [r.key for r in batch]
+    assert out[0].text and out[2].text and not out[0].scores
+    assert out[1].finish_reason == "scored" and len(out[1].scores) == 2 and not out[1].text
+    if backend.spec.backend == "vllm":
+        assert out[1].scores[0] > out[1].scores[1]  # a real model: " Paris" is likelier than " a banana"

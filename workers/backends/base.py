@@ -6,10 +6,13 @@ constructor), ``generate()`` runs a whole batch in one call, ``unload()`` really
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
 from orchestrator.config import ModelSpec
 from orchestrator.core import BACKENDS, Completion, GenerationRequest
+from orchestrator.errors import BackendError
+
+SCORED = "scored"  # finish_reason of a scoring request's completion
 
 
 @runtime_checkable
@@ -49,3 +52,37 @@ def api_key_from_env(spec: ModelSpec) -> str | None:
         raise BackendError(f"model {spec.name!r}: the environment variable {var} (api_key_env) is not set",
                            hint=f"export {var}=<your API key>", transient=False)
     return key
+
+
+def with_scoring(
+    requests: list[GenerationRequest],
+    generate: Callable[[list[GenerationRequest]], list[Completion]],
+    score: Callable[[list[tuple[str, str]]], list[float]],
+    model: str,
+) -> list[Completion]:
+    """Run a mixed batch: generation requests through ``generate`` (one call), scoring requests
+    (``continuations`` set) through ``score`` (one call over every (prompt, continuation) pair);
+    completions come back in request order."""
+    scoring = [r for r in requests if r.continuations is not None]
+    if not scoring:
+        return generate(requests)
+    for r in scoring:
+        if not r.prompt or not r.continuations:
+            raise BackendError(f"scoring request {r.key!r} needs a prompt and at least one continuation")
+    gen = iter(generate([r for r in requests if r.continuations is None]) if len(scoring) < len(requests) else [])
+    sums = iter(score([(r.prompt, c) for r in scoring for c in r.continuations]))  # type: ignore[union-attr]
+    out = []
+    for r in requests:
+        if r.continuations is None:
+            out.append(next(gen))
+        else:
+            out.append(Completion(key=r.key, model=model, text="", finish_reason=SCORED,
+                                  scores=[next(sums) for _ in r.continuations]))
+    return out
+
+
+def refuse_scoring(requests: list[GenerationRequest], model: str) -> None:
+    """Hosted APIs return no prompt log-probabilities: say so instead of generating."""
+    if any(r.continuations is not None for r in requests):
+        raise BackendError(f"model {model!r}: this backend cannot score continuations (no prompt log-probabilities)",
+                           hint="score with a local vllm model, or use a judge (select method: judge)")

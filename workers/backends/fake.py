@@ -23,7 +23,7 @@ from typing import Callable, Mapping
 from orchestrator.config import ModelSpec
 from orchestrator.errors import BackendError
 from orchestrator.core import CANCELLED, Completion, GenerationRequest
-from workers.backends.base import BACKENDS
+from workers.backends.base import BACKENDS, with_scoring
 from workers.backends.prompting import completion_text, conversation
 
 Answer = Callable[[GenerationRequest, int], str]
@@ -35,7 +35,8 @@ class FakeBackend:
 
     ``answers`` maps the request's text (its prompt, or its last message's content) to an answer,
     or is a callable ``(request, sample_index) -> str``. ``delay_s`` sleeps in each ``generate``
-    (to test concurrency); ``token_delay_s`` paces :meth:`generate_stream`; ``fail_on`` makes ``generate`` raise for requests whose text contains it.
+    (to test concurrency); ``token_delay_s`` paces :meth:`generate_stream`; ``fail_on`` makes ``generate`` raise for requests whose text contains it;
+    ``scores(prompt, continuation)`` answers scoring requests (default: minus the continuation's length).
     """
 
     def __init__(
@@ -46,8 +47,11 @@ class FakeBackend:
         delay_s: float = 0.0,
         fail_on: str | None = None,
         token_delay_s: float = 0.0,
+        scores: Callable[[str, str], float] | None = None,
     ) -> None:
         self.spec = spec
+        # scoring requests: ``scores(prompt, continuation)``; default minus the continuation's length
+        self.scores = scores or (lambda prompt, continuation: -float(len(continuation)))
         self.answers = answers if answers is not None else {}
         self.delay_s = delay_s
         self.fail_on = fail_on
@@ -79,7 +83,8 @@ class FakeBackend:
             self.batches.append(list(requests))
             if self.delay_s:
                 time.sleep(self.delay_s)
-            return [self._complete(r) for r in requests]
+            return with_scoring(requests, lambda gen: [self._complete(r) for r in gen],
+                                lambda pairs: [self.scores(p, c) for p, c in pairs], self.spec.name)
         finally:
             with self._lock:
                 self._active -= 1

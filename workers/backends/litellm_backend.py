@@ -32,7 +32,7 @@ from orchestrator.config import ModelSpec, env_number
 from orchestrator.errors import BackendError, ConfigError, ExpertmixError
 from orchestrator.core import CANCELLED, Completion, GenerationRequest
 from orchestrator.streaming import DeltaCallback
-from workers.backends.base import BACKENDS, api_key_from_env
+from workers.backends.base import BACKENDS, api_key_from_env, refuse_scoring
 from workers.backends.prompting import completion_text, conversation
 
 _TRANSIENT = (
@@ -85,6 +85,7 @@ class LitellmBackend:
         """Concurrent calls, one per request; completions in request order."""
         if not requests:
             return []
+        refuse_scoring(requests, self.spec.name)
         if self._litellm is None:
             self.load()
         inputs = [conversation(r) if self.spec.chat else completion_text(r) for r in requests]
@@ -97,6 +98,7 @@ class LitellmBackend:
         the provider sends it (requests with ``n > 1`` are answered whole)."""
         if not requests:
             return []
+        refuse_scoring(requests, self.spec.name)
         if self._litellm is None:
             self.load()
         inputs = [conversation(r) if self.spec.chat else completion_text(r) for r in requests]

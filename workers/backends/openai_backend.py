@@ -41,7 +41,7 @@ from orchestrator.config import ModelSpec, env_number
 from orchestrator.core import CANCELLED, Completion, GenerationRequest
 from orchestrator.errors import BackendError, ConfigError, ExpertmixError
 from orchestrator.streaming import DeltaCallback
-from workers.backends.base import BACKENDS, api_key_from_env
+from workers.backends.base import BACKENDS, api_key_from_env, refuse_scoring
 from workers.backends.prompting import completion_text, conversation
 
 _TRANSIENT_STATUS = {408, 409, 429}
@@ -94,11 +94,13 @@ class OpenAIBackend:
 
     def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
         """Concurrent calls, one per request; completions in request order."""
+        refuse_scoring(requests, self.spec.name)
         return self._batch(requests, None)
 
     def generate_stream(self, requests: list[GenerationRequest], on_delta: DeltaCallback) -> list[Completion]:
         """Like :meth:`generate`, with ``stream: true`` calls: each text delta goes to ``on_delta`` as
         the server sends it (requests with ``n > 1`` are answered whole)."""
+        refuse_scoring(requests, self.spec.name)
         return self._batch(requests, on_delta)
 
     def unload(self) -> None:

@@ -36,7 +36,7 @@ from orchestrator.errors import BackendError, ModelNotFoundError
 from orchestrator.core import Completion, GenerationRequest, Sampling
 from orchestrator.streaming import DeltaCallback
 from workers.backends import vllm_stream
-from workers.backends.base import BACKENDS
+from workers.backends.base import BACKENDS, with_scoring
 from workers.backends.prompting import completion_text, conversation
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,10 @@ class VllmBackend:
         log.info("vllm engine for %s started in %.1fs", self.spec.name, self.load_seconds)
 
     def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
-        """All ``requests`` in one engine call; completions in request order."""
+        """All ``requests`` in one engine call (scoring requests in a second); completions in request order."""
+        return with_scoring(requests, self._generate, self.loglikelihoods, self.spec.name)
+
+    def _generate(self, requests: list[GenerationRequest]) -> list[Completion]:
         if not requests:
             return []
         if self._llm is None:
@@ -179,6 +182,9 @@ class VllmBackend:
 
     def generate_stream(self, requests: list[GenerationRequest], on_delta: DeltaCallback) -> list[Completion]:
         """Like :meth:`generate` (one engine batch), reporting each request's text deltas as they come."""
+        if any(r.continuations is not None for r in requests):  # scores have no deltas to stream
+            return with_scoring(requests, lambda gen: self.generate_stream(gen, on_delta), self.loglikelihoods,
+                                self.spec.name)
         if not requests:
             return []
         if self._llm is None:

@@ -18,18 +18,16 @@ Example::
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Callable, Literal
 
 from pydantic import BaseModel, Field
 
+from aggregators.answers import LETTERS, split_choices
 from orchestrator.config import ModelSpec
 from orchestrator.errors import ConfigError
 
 WeightMode = Literal["router", "ppl", "uniform"]
-_OPTION = re.compile(r"^\s*([A-J])[.)]\s+(.+?)\s*$")
-LETTERS = "ABCDEFGHIJ"
 
 
 class FusedMember(BaseModel):
@@ -70,23 +68,6 @@ class FusedResult(BaseModel):
     notes: list[str] = Field(default_factory=list)
     decode_s: float = 0.0
     forward_s: dict[str, float] = Field(default_factory=dict)
-
-
-def split_choices(text: str) -> tuple[str, list[str]] | None:
-    """``(stem, options)`` when ``text`` ends with option lines ``A. ..``, ``B. ..`` (in order)."""
-    lines = text.rstrip().splitlines()
-    options: list[str] = []
-    i = len(lines) - 1
-    while i >= 0 and (m := _OPTION.match(lines[i])):
-        options.insert(0, m.group(2))
-        if m.group(1) == "A":
-            break
-        i -= 1
-    if len(options) < 2 or i < 1 or not _OPTION.match(lines[i]) or _OPTION.match(lines[i]).group(1) != "A":
-        return None
-    if [(_OPTION.match(l).group(1)) for l in lines[i:]] != list(LETTERS[: len(options)]):
-        return None
-    return "\n".join(lines[:i]).strip(), options
 
 
 def run_fused_jobs(jobs: list[FusedJob], spec_of: Callable[[str], ModelSpec]) -> list[FusedResult]:
