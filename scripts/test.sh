@@ -6,4 +6,4 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 scripts/setup.sh --with-redis
 export VLLM_LOGGING_LEVEL="${VLLM_LOGGING_LEVEL:-WARNING}"
-exec .venv/bin/python -m pytest -p no:cacheprovider --timeout=1800 "$@"
+exec .venv/bin/python -m pytest -p no:cacheprovider --timeout=1800 --durations=25 "$@"  # slowest 25 in the log
