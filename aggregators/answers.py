@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 
 from orchestrator.core import ExpertAnswer
 
-_OPTION = re.compile(r"^\s*([A-J])[.)]\s+(.+?)\s*$")
-LETTERS = "ABCDEFGHIJ"
 KINDS = ("auto", "choice", "number", "boxed", "boolean", "text")
 _NUMERIC_QUESTION = re.compile(r"\d|how (?:many|much|long|far|old)|calculate|compute|solve|percent|average", re.I)
 _BOOLEAN_QUESTION = re.compile(r"\byes or no\b|\byes/no\b|\btrue or false\b", re.I)
@@ -91,20 +89,3 @@ def tally(answers: list[ExpertAnswer], kind: str, *, by: str = "count") -> list[
 def format_final(value: str, kind: str) -> str:
     """How a fused answer states its final value (graders and users read ``Answer: X``)."""
     return value if kind == "text" else f"Answer: {value}"
-
-
-def split_choices(text: str) -> tuple[str, list[str]] | None:
-    """``(stem, options)`` when ``text`` ends with option lines ``A. ..``, ``B. ..`` (in order)."""
-    lines = text.rstrip().splitlines()
-    options: list[str] = []
-    i = len(lines) - 1
-    while i >= 0 and (m := _OPTION.match(lines[i])):
-        options.insert(0, m.group(2))
-        if m.group(1) == "A":
-            break
-        i -= 1
-    if len(options) < 2 or i < 1 or not _OPTION.match(lines[i]) or _OPTION.match(lines[i]).group(1) != "A":
-        return None
-    if [(_OPTION.match(l).group(1)) for l in lines[i:]] != list(LETTERS[: len(options)]):
-        return None
-    return "\n".join(lines[:i]).strip(), options

@@ -30,13 +30,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from aggregators.answers import KINDS, LETTERS, Candidate, question_kind, split_choices, tally
+from aggregators.answers import KINDS, Candidate, question_kind, tally
 from aggregators.base import AGGREGATORS, Aggregated, AggregationItem
 from aggregators.model_choice import aggregator_model
 from orchestrator.context import RunContext
 from orchestrator.core import GenerationRequest, Sampling
 from orchestrator.errors import ConfigError
-from orchestrator.prompts import MAX_RESPONSE_CHARS, build_request, strip_reasoning
+from orchestrator.prompts import LETTERS, MAX_RESPONSE_CHARS, build_request, split_choices, strip_reasoning
 
 JUDGE_SYSTEM = ("You are a strict judge. Several candidate answers to a question follow; exactly one final answer "
                 "is correct. Check the reasoning of each and pick the correct one.")

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 TEMPLATE_TOKENS = 32  # chat-template / completion-frame overhead
 MIN_USER_TOKENS = 64  # below this a cut prompt says nothing useful
 
+_OPTION = re.compile(r"^\s*([A-J])[.)]\s+(.+?)\s*$")
+LETTERS = "ABCDEFGHIJ"  # option letters of a multiple-choice question
 _THINK = re.compile(r"^.*?</think>", re.DOTALL)
 
 SYNTHESIS_SYSTEM = (
@@ -210,3 +212,20 @@ def compose_user_prompt(question: str, parts: list[tuple[str, str]]) -> str:
         f"Question: {question.strip()}\n\nSub-questions and their answers:\n\n{listed}\n\n"
         "Using these, write one final answer to the question."
     )
+
+
+def split_choices(text: str) -> tuple[str, list[str]] | None:
+    """``(stem, options)`` when ``text`` ends with option lines ``A. ..``, ``B. ..`` (in order)."""
+    lines = text.rstrip().splitlines()
+    options: list[str] = []
+    i = len(lines) - 1
+    while i >= 0 and (m := _OPTION.match(lines[i])):
+        options.insert(0, m.group(2))
+        if m.group(1) == "A":
+            break
+        i -= 1
+    if len(options) < 2 or i < 1 or not _OPTION.match(lines[i]) or _OPTION.match(lines[i]).group(1) != "A":
+        return None
+    if [(_OPTION.match(l).group(1)) for l in lines[i:]] != list(LETTERS[: len(options)]):
+        return None
+    return "\n".join(lines[:i]).strip(), options

@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from tests.workers.fusion_fakes import fake_byte_bpe, fake_lm, fake_sentencepiece  # noqa: E402
-from aggregators.answers import split_choices  # noqa: E402
+from orchestrator.prompts import split_choices  # noqa: E402
 from workers.fusion.lm import common_prefix, valid_prefix  # noqa: E402
 from workers.fusion.token_fusion import (  # noqa: E402
     Member,

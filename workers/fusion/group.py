@@ -23,9 +23,9 @@ from typing import Callable, Literal
 
 from pydantic import BaseModel, Field
 
-from aggregators.answers import LETTERS, split_choices
 from orchestrator.config import ModelSpec
 from orchestrator.errors import ConfigError
+from orchestrator.prompts import LETTERS, split_choices
 
 WeightMode = Literal["router", "ppl", "uniform"]
 
