@@ -108,6 +108,7 @@ class GenerationRequest(BaseModel):
 
 
 CANCELLED = "cancelled"  # finish_reason of a request stopped because its client hung up
+SCORED = "scored"  # finish_reason of a scoring request's completion (``continuations``)
 
 
 class Completion(BaseModel):

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from orchestrator.context import RunContext
 from orchestrator.core import (
+    SCORED,
     Aggregated,
     AggregationItem,
     Budget,
@@ -67,7 +68,7 @@ class FakeDispatcher:
                 self.loads[model] += 1
             for r in reqs:
                 if r.continuations is not None:
-                    out[r.key] = Completion(key=r.key, model=model, text="", finish_reason="scored",
+                    out[r.key] = Completion(key=r.key, model=model, text="", finish_reason=SCORED,
                                             scores=[self.score(r.prompt or "", c) for c in r.continuations])
                     continue
                 words = self.reply(r).split(" ")

@@ -9,10 +9,8 @@ from __future__ import annotations
 from typing import Callable, Protocol, runtime_checkable
 
 from orchestrator.config import ModelSpec
-from orchestrator.core import BACKENDS, Completion, GenerationRequest
+from orchestrator.core import BACKENDS, SCORED, Completion, GenerationRequest
 from orchestrator.errors import BackendError
-
-SCORED = "scored"  # finish_reason of a scoring request's completion
 
 
 @runtime_checkable
