@@ -34,14 +34,13 @@ from aggregators.answers import KINDS, Candidate, question_kind, tally
 from aggregators.base import AGGREGATORS, Aggregated, AggregationItem
 from aggregators.model_choice import aggregator_model
 from orchestrator.context import RunContext
-from orchestrator.core import GenerationRequest, Sampling
+from orchestrator.core import GenerationRequest, Sampling, can_score
 from orchestrator.errors import ConfigError
 from orchestrator.prompts import LETTERS, MAX_RESPONSE_CHARS, build_request, split_choices, strip_reasoning
 
 JUDGE_SYSTEM = ("You are a strict judge. Several candidate answers to a question follow; exactly one final answer "
                 "is correct. Check the reasoning of each and pick the correct one.")
 METHODS = ("judge", "loglik")
-SCORING_BACKENDS = ("vllm", "fake")  # backends that return prompt log-probabilities
 _INSTRUCTION = re.compile(r"(answer|give|respond|reply)\b", re.IGNORECASE)  # a trailing answer-format line
 _BEST = re.compile(r"best\s*(?:candidate)?\s*[:=]?\s*(?:candidate\s*)?#?\(?(\d+)\)?", re.IGNORECASE)
 
@@ -118,7 +117,7 @@ class SelectAggregator:
             if len(cands) > 1:
                 key = ctx.key(item.question.id, "aggregate", self.name)
                 scoring = (cloze_continuations(item.question.text, kind, cands, model.max_model_len)
-                           if self.method == "loglik" and model.backend in SCORING_BACKENDS else None)
+                           if self.method == "loglik" and can_score(model.backend) else None)
                 if scoring is not None:
                     context, continuations = scoring
                     requests[item.question.id] = GenerationRequest(

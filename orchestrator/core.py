@@ -443,6 +443,11 @@ AGGREGATORS: Registry[type] = Registry("aggregator", "expertmix.aggregators")
 BACKENDS: Registry[type] = Registry("backend", "expertmix.backends")
 
 
+def can_score(backend: str) -> bool:
+    """Whether the backend named ``backend`` scores continuations (its class sets ``can_score``)."""
+    return bool(getattr(BACKENDS.get(backend, where="backend"), "can_score", False))
+
+
 def make_router(name: str, **params: Any) -> Any:
     """Instantiate a registered router by name (``skill``, ``category``, ... or a plug-in)."""
     return ROUTERS.get(name, where="router")(**params)

@@ -181,6 +181,26 @@ def test_select_loglik_needs_a_local_engine():
     assert out[0].answer == "Answer: B" and "judge picked candidate 2" in out[0].notes[1]
 
 
+def test_a_plugin_backend_that_declares_can_score_gets_the_loglik_path(monkeypatch):
+    from orchestrator.config import ModelSpec
+    import workers.backends.fake  # noqa: F401  (registers the `fake` backend)
+    from orchestrator.core import BACKENDS, can_score
+
+    class Scorer:  # a plug-in backend: only the class attribute matters here
+        can_score = True
+
+    monkeypatch.setitem(BACKENDS._items, "test-scorer", Scorer)
+    assert can_score("vllm") and can_score("fake") and can_score("test-scorer")
+    assert not can_score("litellm") and not can_score("openai")
+    reg = ExpertRegistry.default()
+    reg.models["mine"] = ModelSpec(name="mine", backend="test-scorer")
+    disp = FakeDispatcher(reply=lambda r: "Best: 1", score=lambda p, c: 0.0 if "whale" in c else -5.0)
+    out = make_aggregator("select", method="loglik", model="mine").aggregate(
+        [item("Which is a mammal?\nA. trout\nB. whale", ("Answer: A", 0.9), ("Answer: B", 0.1))],
+        RunContext(registry=reg, dispatcher=disp, run_id="r"))
+    assert out[0].answer == "Answer: B"
+
+
 def test_vote_can_return_the_best_scored_response_of_the_winning_answer():
     q = "What is 6 times 7?"
     answers = [("6 x 7 = 42. Answer: 42", 0.2), ("Seven sixes make 42.", 0.5), ("It is 41.", 0.3)]

@@ -18,6 +18,9 @@ class Backend(Protocol):
     """Serves one model. Construct cheaply; ``load`` before ``generate``; ``unload`` to free."""
 
     spec: ModelSpec
+    # True when ``generate`` answers scoring requests (``continuations`` set) with log-likelihoods;
+    # a backend without the attribute cannot (see :func:`can_score`).
+    can_score: bool
 
     def load(self) -> None: ...
 

@@ -39,6 +39,8 @@ class FakeBackend:
     ``scores(prompt, continuation)`` answers scoring requests (default: minus the continuation's length).
     """
 
+    can_score = True
+
     def __init__(
         self,
         spec: ModelSpec,

@@ -75,6 +75,8 @@ class VllmSettings(BaseModel):
 class VllmBackend:
     """One local model in an in-process vLLM engine. ``load`` starts it, ``unload`` frees it."""
 
+    can_score = True  # scoring requests (``continuations``) get prompt log-likelihoods
+
     def __init__(self, spec: ModelSpec, settings: VllmSettings | None = None) -> None:
         self.spec = spec
         self.settings = settings
