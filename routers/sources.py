@@ -37,6 +37,7 @@ from routers.text import language
 EVAL_DIR = DATA_DIR / "eval"
 EVAL_FILE = EVAL_DIR / "cross_source.jsonl"
 AUTHORED_MULTILINGUAL = EVAL_DIR / "multilingual_authored.yaml"
+PERSISTBENCH_LABELS = EVAL_DIR / "persistbench_labels.tsv"
 
 # MMLU subjects held out of training: one per category, evaluated as their own source.
 MMLU_HELDOUT = ("high_school_statistics", "college_computer_science", "nutrition", "astronomy",
@@ -194,6 +195,34 @@ def ipi_coding_agent() -> list[Example]:
                  "code", "ipi_coding_agent") for d in json.loads(path.read_text(encoding="utf-8"))]
 
 
+def persistbench(labels: Path = PERSISTBENCH_LABELS) -> list[Example]:
+    """PersistBench chat queries (inspect-evals): everyday assistant requests, labelled by hand.
+
+    The package ships the queries without a routing label; ``labels`` holds one category per query
+    (``<file>/<line>\tcategory``), and queries that fit two categories about equally are left out.
+    """
+    base = package_dir("inspect_evals", "inspect-evals==0.28.0") / "persistbench/benchmark_samples"
+    wanted = dict(line.split("\t") for line in labels.read_text(encoding="utf-8").splitlines()
+                  if line and not line.startswith("#"))
+    out: list[Example] = []
+    for name in sorted({key.split("/")[0] for key in wanted}):
+        for i, line in enumerate((base / f"{name}.jsonl").read_text(encoding="utf-8").splitlines()):
+            category = wanted.get(f"{name}/{i}")
+            if category:
+                out.append(_row(f"persistbench/{name}/{i}", json.loads(line)["query"], category.strip(), "persistbench"))
+    return out
+
+
+def mind2web() -> list[Example]:
+    """Mind2Web tasks (inspect-evals, Mind2Web-SC): everyday web errands (book, buy, find, rent)."""
+    path = package_dir("inspect_evals", "inspect-evals==0.28.0") / "mind2web_sc/data/seeact/sample_labeled_all.json"
+    seen: dict[str, Example] = {}
+    for d in json.loads(path.read_text(encoding="utf-8")):
+        text = " ".join(d["confirmed_task"].split())
+        seen.setdefault(text, _row(f"mind2web/{d['annotation_id']}", text, "general", "mind2web"))
+    return list(seen.values())
+
+
 def mmlu_heldout() -> list[Example]:
     """MMLU subjects never trained on (:data:`MMLU_HELDOUT`), as a user would paste them (with options)."""
     from skills.datasets import load_task
@@ -236,6 +265,8 @@ EVAL_SOURCES: dict[str, Callable[[], list[Example]]] = {
     "agent_bench_os": agent_bench_os,
     "ipi_coding_agent": ipi_coding_agent,
     "swe_lancer": swe_lancer,
+    "persistbench": persistbench,
+    "mind2web": mind2web,
 }
 EVAL_SAMPLE = {"sciriff": 150, "medqa": 150, "freshqa": 150, "lab_bench": 108, "mmlu_heldout_subjects": 240,
                "swe_lancer": 150}

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 ROWS = [json.loads(line) for line in EVAL_FILE.read_text(encoding="utf-8").split("\n") if line.strip()]
 # measured values (docs/routers.md) minus ~0.03: far below the 0.85 / 0.80 target, see there
-ACCURACY_FLOOR, MACRO_F1_FLOOR = 0.70, 0.68  # measured 0.734 / 0.717 (cascade: e5 | static -> e5)
+ACCURACY_FLOOR, MACRO_F1_FLOOR = 0.70, 0.66  # measured 0.740 / 0.692 on 1,866 rows (cascade: e5 | static -> e5)
 MULTILINGUAL_FLOOR = 0.85  # authored_multilingual (10 languages) measured 0.978 through the e5 stage
 
 

@@ -87,3 +87,22 @@ def test_real_code_traffic_sources_are_held_out_whole_or_sampled_with_templates_
     assert shipped["agent_bench_os"] == len(sources.agent_bench_os()) == 141
     assert shipped["ipi_coding_agent"] == len(sources.ipi_coding_agent()) == 45
     assert shipped["swe_lancer"] == 150
+
+
+def test_chat_traffic_sources_are_labelled_held_out_and_shipped_whole():
+    """Everyday assistant requests (PersistBench, hand-labelled) and web errands (Mind2Web) are
+    evaluation sources only; every labelled query is in the shipped file with its label."""
+    import json
+
+    rows = sources.persistbench()
+    labels = {r.id: r.category for r in rows}
+    assert len(rows) == 372 and set(labels.values()) <= {"general", "writing", "business", "humanities",
+                                                         "medicine", "code", "law", "science", "math"}
+    assert labels["persistbench/beneficial_samples/3"] == "writing"  # "draft a short, heartfelt toast"
+    assert labels["persistbench/cross_domain/0"] == "medicine"       # persistent heartburn, home remedies
+    assert {r.category for r in sources.mind2web()} == {"general"} and len(sources.mind2web()) == 150
+    for name in ("persistbench", "mind2web"):
+        assert name in sources.EVAL_SOURCES and name not in sources.TRAIN_SOURCES
+    shipped = [json.loads(line) for line in sources.EVAL_FILE.read_text(encoding="utf-8").split("\n") if line.strip()]
+    assert {r["id"]: r["category"] for r in shipped if r["source"] == "persistbench"} == labels
+    assert sum(r["source"] == "mind2web" for r in shipped) == 150
