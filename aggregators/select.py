@@ -117,7 +117,7 @@ class SelectAggregator:
             if len(cands) > 1:
                 key = ctx.key(item.question.id, "aggregate", self.name)
                 scoring = (cloze_continuations(item.question.text, kind, cands, model.max_model_len)
-                           if self.method == "loglik" and can_score(model.backend) else None)
+                           if self.method == "loglik" and can_score(model.backend, where=f"model {model_name!r}") else None)
                 if scoring is not None:
                     context, continuations = scoring
                     requests[item.question.id] = GenerationRequest(

@@ -443,9 +443,9 @@ AGGREGATORS: Registry[type] = Registry("aggregator", "expertmix.aggregators")
 BACKENDS: Registry[type] = Registry("backend", "expertmix.backends")
 
 
-def can_score(backend: str) -> bool:
+def can_score(backend: str, *, where: str = "") -> bool:
     """Whether the backend named ``backend`` scores continuations (its class sets ``can_score``)."""
-    return bool(getattr(BACKENDS.get(backend, where="backend"), "can_score", False))
+    return bool(getattr(BACKENDS.get(backend, where=where), "can_score", False))
 
 
 def make_router(name: str, **params: Any) -> Any:

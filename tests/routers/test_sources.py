@@ -94,10 +94,11 @@ def test_chat_traffic_sources_are_labelled_held_out_and_shipped_whole():
     evaluation sources only; every labelled query is in the shipped file with its label."""
     import json
 
+    from skills.datasets import CATEGORIES
+
     rows = sources.persistbench()
     labels = {r.id: r.category for r in rows}
-    assert len(rows) == 372 and set(labels.values()) <= {"general", "writing", "business", "humanities",
-                                                         "medicine", "code", "law", "science", "math"}
+    assert len(rows) == 372 and set(labels.values()) <= set(CATEGORIES)
     assert labels["persistbench/beneficial_samples/3"] == "writing"  # "draft a short, heartfelt toast"
     assert labels["persistbench/cross_domain/0"] == "medicine"       # persistent heartburn, home remedies
     assert {r.category for r in sources.mind2web()} == {"general"} and len(sources.mind2web()) == 150

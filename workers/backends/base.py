@@ -19,7 +19,7 @@ class Backend(Protocol):
 
     spec: ModelSpec
     # True when ``generate`` answers scoring requests (``continuations`` set) with log-likelihoods;
-    # a backend without the attribute cannot (see :func:`can_score`).
+    # a plug-in backend without the attribute counts as False (``orchestrator.core.can_score``).
     can_score: bool
 
     def load(self) -> None: ...

@@ -55,6 +55,8 @@ _HINTS = {
 class LitellmBackend:
     """A remote model reached through litellm. ``load`` checks settings; it starts no engine."""
 
+    can_score = False  # hosted APIs return no prompt log-probabilities (refuse_scoring)
+
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
         self.concurrency = int(env_number("EXPERTMIX_LITELLM_CONCURRENCY", 8))

@@ -56,6 +56,8 @@ _HINTS = {
 class OpenAIBackend:
     """A model behind an OpenAI-compatible server. ``load`` opens a connection pool; nothing is sent."""
 
+    can_score = False  # no prompt log-probabilities (refuse_scoring)
+
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
         self.concurrency = int(env_number("EXPERTMIX_OPENAI_CONCURRENCY", 32))
